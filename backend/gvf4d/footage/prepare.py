@@ -1,0 +1,104 @@
+"""Footage -> the model's 512x512 frames, cropped as the published in-the-wild preprocessing does.
+
+The canonical (first kept) frame's alpha above 0.8 gives a box; its centre and 1.2x its longer side make a
+square crop that every frame shares; each crop is resized to 380x380 (Lanczos), composited over white and
+pasted at the centre of a white 512x512 canvas.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+from PIL import Image
+
+from .errors import FootageError
+from .matting import MaskSequence, MattingOptions, frame_alpha
+from .reader import open_footage, select_frame_indices
+
+CANVAS_SIZE = 512
+OBJECT_SIZE = 380
+CROP_ENLARGE = 1.2
+BOX_ALPHA_THRESHOLD = 0.8 * 255
+
+
+@dataclass
+class PreparedFootage:
+    """frames (T, 512, 512, 3) uint8 over white; alphas (T, 512, 512) uint8; frame_indices into the source."""
+
+    frames: np.ndarray
+    alphas: np.ndarray
+    frame_indices: list[int]
+    crop_box: tuple[float, float, float, float]   # (x0, y0, x1, y1) in source pixels
+    source_path: Path
+    source_size: tuple[int, int]                  # (width, height)
+    content_hash: str
+    fps: float
+    stride: int
+
+    @property
+    def num_frames(self) -> int:
+        return len(self.frame_indices)
+
+    def to_metadata(self) -> dict:
+        x0, y0, x1, y1 = self.crop_box
+        return {
+            "footage": {"path": str(self.source_path), "sha256": self.content_hash, "frame_indices": self.frame_indices,
+                        "frame_start": self.frame_indices[0], "frame_end": self.frame_indices[-1], "stride": self.stride,
+                        "source_size": list(self.source_size), "fps": self.fps},
+            "crop": {"box": [x0, y0, x1, y1], "side_px": x1 - x0, "object_px": OBJECT_SIZE, "canvas_px": CANVAS_SIZE,
+                     "scale": OBJECT_SIZE / (x1 - x0)},
+        }
+
+
+def crop_box_from_alpha(alpha: np.ndarray, path: Path | str = "footage", index: int = 0) -> tuple[float, float, float, float]:
+    ys, xs = np.nonzero(alpha > BOX_ALPHA_THRESHOLD)
+    if xs.size == 0:
+        raise FootageError(path, f"the object's mask in frame {index} is empty (no pixel with alpha above 0.8)")
+    x0, y0, x1, y1 = xs.min(), ys.min(), xs.max(), ys.max()
+    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+    side = int(max(x1 - x0, y1 - y0) * CROP_ENLARGE)
+    return (cx - side // 2, cy - side // 2, cx + side // 2, cy + side // 2)
+
+
+def crop_to_canvas(rgb: np.ndarray, alpha: np.ndarray, box) -> tuple[np.ndarray, np.ndarray]:
+    """(H, W, 3) uint8 + (H, W) uint8 -> (512, 512, 3) uint8 composited over white, (512, 512) uint8 alpha."""
+    im = Image.fromarray(np.dstack([rgb[..., :3], alpha]), "RGBA").crop(box)
+    im = im.resize((OBJECT_SIZE, OBJECT_SIZE), Image.Resampling.LANCZOS)
+    arr = np.asarray(im).astype(np.float32) / 255
+    a = arr[..., 3:4]
+    comp = arr[..., :3] * a + (1 - a)
+    off = (CANVAS_SIZE - OBJECT_SIZE) // 2
+    canvas = np.ones((CANVAS_SIZE, CANVAS_SIZE, 3), np.float32)
+    canvas[off:off + OBJECT_SIZE, off:off + OBJECT_SIZE] = comp
+    mask = np.zeros((CANVAS_SIZE, CANVAS_SIZE), np.float32)
+    mask[off:off + OBJECT_SIZE, off:off + OBJECT_SIZE] = a[..., 0]
+    # the published script truncates to uint8; so do we
+    return (canvas * 255).astype(np.uint8), (mask * 255).astype(np.uint8)
+
+
+def prepare_footage(path: str | Path, start: int = 0, end: Optional[int] = None, stride: int = 1,
+                    count: Optional[int] = 32, matting: Optional[MattingOptions] = None, fps: Optional[float] = None,
+                    progress: Optional[Callable[[float], None]] = None) -> PreparedFootage:
+    source = open_footage(path, fps=fps)
+    indices = select_frame_indices(source.frame_count, start, end, stride, count, path=source.path)
+    matting = matting or MattingOptions()
+    masks = MaskSequence(matting.masks) if matting.method == "masks" else None
+    frames, alphas, box, size = [], [], None, None
+    for k, (i, image) in enumerate(source.read(indices)):
+        alpha = frame_alpha(image, i, matting, source.path, masks)
+        if box is None:
+            box = crop_box_from_alpha(alpha, source.path, i)
+            size = (image.shape[1], image.shape[0])
+        elif (image.shape[1], image.shape[0]) != size:
+            raise FootageError(source.path, f"frame {i} is {image.shape[1]}x{image.shape[0]}, frame {indices[0]} is {size[0]}x{size[1]}")
+        if not (alpha > 127).any():
+            raise FootageError(source.path, f"the object's mask in frame {i} is empty; check the matting settings")
+        rgb, a = crop_to_canvas(image[..., :3], alpha, box)
+        frames.append(rgb)
+        alphas.append(a)
+        if progress:
+            progress((k + 1) / len(indices))
+    return PreparedFootage(np.stack(frames), np.stack(alphas), indices, tuple(float(v) for v in box), source.path,
+                           size, source.content_hash(), source.fps, stride)

@@ -1,0 +1,113 @@
+"""A differentiable pure-PyTorch Gaussian rasterizer: the reference for gsplat's CUDA path.
+
+It follows gsplat's "classic" rasterization rules so both paths agree: EWA projection with the
+Jacobian's off-screen clamp, a 0.3 px^2 low-pass added to every 2D covariance, Gaussians sorted by
+camera depth, alpha = min(0.999, opacity * exp(-sigma)), contributions below 1/255 skipped, and a pixel
+finished once its transmittance would fall to 1e-4. Pixel centres are at (x + 0.5, y + 0.5).
+
+Work is split into bands of rows; each band only sees the Gaussians whose 3-sigma extent reaches it.
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from ..representations.rotation import quat_to_rotmat
+
+ALPHA_MAX = 0.999
+ALPHA_MIN = 1.0 / 255.0
+TRANSMITTANCE_MIN = 1e-4
+
+
+def project_gaussians(means: Tensor, quats: Tensor, scales: Tensor, viewmats: Tensor, Ks: Tensor,
+                      width: int, height: int, near_plane: float, far_plane: float, eps2d: float):
+    """Projects N Gaussians into C cameras.
+
+    Returns means2d (C, N, 2), conics (C, N, 3) = inverse 2D covariance (a, b, c), depths (C, N),
+    radii (C, N) in pixels (0 where culled).
+    """
+    R, t = viewmats[:, :3, :3], viewmats[:, :3, 3]
+    mc = torch.einsum("cij,nj->cni", R, means) + t[:, None, :]            # (C, N, 3)
+    rs = quat_to_rotmat(quats) * scales[:, None, :]
+    cov_w = rs @ rs.transpose(-1, -2)                                       # (N, 3, 3)
+    cov_c = R[:, None] @ cov_w[None] @ R[:, None].transpose(-1, -2)         # (C, N, 3, 3)
+    x, y, z = mc.unbind(-1)
+    fx, fy = Ks[:, 0, 0, None], Ks[:, 1, 1, None]
+    cx, cy = Ks[:, 0, 2, None], Ks[:, 1, 2, None]
+    z_safe = torch.where(z.abs() < 1e-8, torch.full_like(z, 1e-8), z)
+    tan_x, tan_y = 0.5 * width / fx, 0.5 * height / fy
+    tx = z_safe * torch.minimum((width - cx) / fx + 0.3 * tan_x, torch.maximum(-(cx / fx + 0.3 * tan_x), x / z_safe))
+    ty = z_safe * torch.minimum((height - cy) / fy + 0.3 * tan_y, torch.maximum(-(cy / fy + 0.3 * tan_y), y / z_safe))
+    zero = torch.zeros_like(z)
+    J = torch.stack([
+        torch.stack([fx / z_safe, zero, -fx * tx / z_safe ** 2], -1),
+        torch.stack([zero, fy / z_safe, -fy * ty / z_safe ** 2], -1),
+    ], -2)                                                                  # (C, N, 2, 3)
+    cov2d = J @ cov_c @ J.transpose(-1, -2)
+    a = cov2d[..., 0, 0] + eps2d
+    b = cov2d[..., 0, 1]
+    c = cov2d[..., 1, 1] + eps2d
+    det = a * c - b * b
+    det_safe = torch.where(det > 0, det, torch.ones_like(det))
+    conics = torch.stack([c / det_safe, -b / det_safe, a / det_safe], -1)
+    means2d = torch.stack([fx * x / z_safe + cx, fy * y / z_safe + cy], -1)
+    half = 0.5 * (a + c)
+    v1 = half + torch.sqrt(torch.clamp(half * half - det, min=0.01))
+    radii = torch.ceil(3.0 * torch.sqrt(v1)).detach()
+    mx, my = means2d[..., 0].detach(), means2d[..., 1].detach()
+    visible = ((z > near_plane) & (z < far_plane) & (det > 0)
+               & (mx + radii > 0) & (mx - radii < width) & (my + radii > 0) & (my - radii < height))
+    radii = torch.where(visible, radii, torch.zeros_like(radii))
+    return means2d, conics, z, radii
+
+
+def rasterize_reference(means: Tensor, quats: Tensor, scales: Tensor, opacities: Tensor, colors: Tensor,
+                        viewmats: Tensor, Ks: Tensor, width: int, height: int,
+                        backgrounds: Tensor | None = None, near_plane: float = 0.01,
+                        far_plane: float = 1e10, eps2d: float = 0.3, band_rows: int = 16):
+    """Renders C images.
+
+    means (N, 3), quats (N, 4) wxyz, scales (N, 3), opacities (N,), colors (N, D) or (C, N, D),
+    viewmats (C, 4, 4), Ks (C, 3, 3), backgrounds (C, D) or None.
+    Returns colors (C, H, W, D) and alphas (C, H, W, 1).
+    """
+    C = viewmats.shape[0]
+    if colors.ndim == 2:
+        colors = colors[None].expand(C, -1, -1)
+    D = colors.shape[-1]
+    means2d, conics, depths, radii = project_gaussians(means, quats, scales, viewmats, Ks, width, height,
+                                                       near_plane, far_plane, eps2d)
+    out_rgb, out_alpha = [], []
+    xs = torch.arange(width, device=means.device, dtype=means.dtype) + 0.5
+    for ci in range(C):
+        vis = torch.nonzero(radii[ci] > 0).squeeze(1)
+        vis = vis[torch.argsort(depths[ci, vis], stable=True)]
+        m2, con, rad = means2d[ci, vis], conics[ci, vis], radii[ci, vis]
+        op, col = opacities[vis], colors[ci, vis]
+        top, bottom = (m2[:, 1] - rad).detach(), (m2[:, 1] + rad).detach()
+        rgb_rows, alpha_rows = [], []
+        for y0 in range(0, height, band_rows):
+            y1 = min(height, y0 + band_rows)
+            sel = torch.nonzero((bottom > y0) & (top < y1)).squeeze(1)
+            ys = torch.arange(y0, y1, device=means.device, dtype=means.dtype) + 0.5
+            if sel.numel() == 0:
+                rgb_rows.append(torch.zeros(y1 - y0, width, D, dtype=means.dtype, device=means.device))
+                alpha_rows.append(torch.zeros(y1 - y0, width, 1, dtype=means.dtype, device=means.device))
+                continue
+            mm, cc = m2[sel], con[sel]
+            dx = xs[None, :, None] - mm[None, None, :, 0]                   # (h, W, n)
+            dy = ys[:, None, None] - mm[None, None, :, 1]
+            sigma = 0.5 * (cc[:, 0] * dx * dx + cc[:, 2] * dy * dy) + cc[:, 1] * dx * dy
+            alpha = torch.clamp(op[sel] * torch.exp(-sigma), max=ALPHA_MAX)
+            alpha = torch.where((sigma >= 0) & (alpha >= ALPHA_MIN), alpha, torch.zeros_like(alpha))
+            trans_incl = torch.cumprod(1.0 - alpha, dim=-1)
+            trans_excl = torch.cat([torch.ones_like(trans_incl[..., :1]), trans_incl[..., :-1]], -1)
+            weights = alpha * trans_excl * (trans_incl > TRANSMITTANCE_MIN)
+            rgb_rows.append(weights @ col[sel])
+            alpha_rows.append(weights.sum(-1, keepdim=True))
+        rgb, alpha = torch.cat(rgb_rows, 0), torch.cat(alpha_rows, 0)
+        if backgrounds is not None:
+            rgb = rgb + (1.0 - alpha) * backgrounds[ci]
+        out_rgb.append(rgb)
+        out_alpha.append(alpha)
+    return torch.stack(out_rgb), torch.stack(out_alpha)
