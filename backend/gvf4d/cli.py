@@ -38,6 +38,45 @@ def _cmd_info(args) -> int:
     return 0
 
 
+def _cmd_generate(args) -> int:
+    from .pipelines.generate import GenerateRequest, generate
+    from .pipelines.gvf import GVFSettings
+    kind = args.canonical[0]
+    path = Path(args.canonical[1]) if len(args.canonical) > 1 else None
+    req = GenerateRequest(
+        footage=Path(args.footage), out=Path(args.out), canonical=(kind, path), engine=args.engine,
+        weights=Path(args.weights) if args.weights else None, frames=args.frames, start=args.start, end=args.end,
+        stride=args.stride, matte=args.matte, fps=args.fps, device=args.device,
+        gvf=GVFSettings(seed=args.seed, method=args.method, steps=args.steps, guidance_scale=args.guidance[0],
+                        guidance_scale2=args.guidance[1], precision=args.precision))
+    last = {}
+
+    def progress(stage, fraction):
+        if last.get(stage, -1) + 0.1 <= fraction or fraction >= 1.0:
+            last[stage] = fraction
+            print(f"  {stage:10s} {100 * fraction:5.1f}%", file=sys.stderr)
+    out = generate(req, progress)
+    print(out)
+    return 0
+
+
+def _cmd_weights(args) -> int:
+    from . import weights_folder as wf
+    folder = Path(args.weights)
+    if args.download:
+        wf.download(folder)
+    if args.convert:
+        for p in wf.convert(folder):
+            print(f"converted -> {p}")
+    rows = wf.report(folder, with_hashes=args.verify)
+    print(f"{folder}")
+    for r in rows:
+        size = f"{r.size / 2**20:9.1f} MiB" if r.path else " " * 13
+        print(f"  {r.name:17s} {r.status:13s} {size}  {r.path or ''}")
+    bad = [r for r in rows if r.status in ("missing", "HASH MISMATCH")]
+    return 1 if bad else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="gvf4d", description="Video-to-4D Gaussian splats (GVF).")
     sub = p.add_subparsers(dest="command", required=True)
@@ -53,16 +92,47 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("file")
     i.add_argument("--json", action="store_true")
     i.set_defaults(func=_cmd_info)
+
+    g = sub.add_parser("generate", help="footage -> .gvf4d with an engine")
+    g.add_argument("footage", help="a video file, a folder of images, or one image of a numbered sequence")
+    g.add_argument("--out", required=True, help="the .gvf4d file to write")
+    g.add_argument("--engine", default="gvf", choices=["gvf"])
+    g.add_argument("--canonical", nargs="+", default=["splat"], metavar=("KIND", "PATH"),
+                   help="splat PATH.ply (an artist's 3DGS splat)")
+    g.add_argument("--weights", help="folder with gvf/ (published checkpoints) and dinov2/")
+    g.add_argument("--frames", type=int, default=32, help="frames to use (the published model uses 32)")
+    g.add_argument("--start", type=int, default=0)
+    g.add_argument("--end", type=int, default=None)
+    g.add_argument("--stride", type=int, default=1)
+    g.add_argument("--fps", type=float, default=None, help="override the footage's frame rate")
+    g.add_argument("--matte", default="auto", help="auto | alpha | model | chroma[:#rrggbb[:tol]] | masks:DIR")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--method", default="adaptive", choices=["adaptive", "multistep"])
+    g.add_argument("--steps", type=int, default=100, help="multistep steps")
+    g.add_argument("--guidance", type=float, nargs=2, default=[1.0, 1.0], metavar=("G1", "G2"),
+                   help="three-way guidance scales (canonical, frames); 1 1 = no guidance")
+    g.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16", "bf16"])
+    g.add_argument("--device", default="auto")
+    g.set_defaults(func=_cmd_generate)
+
+    w = sub.add_parser("weights", help="show, verify, convert or download the model weights")
+    w.add_argument("--weights", required=True, help="the weights folder")
+    w.add_argument("--verify", action="store_true", help="hash every file and compare with weights.lock.json")
+    w.add_argument("--convert", action="store_true", help="write .safetensors beside each .pt (tensors only)")
+    w.add_argument("--download", action="store_true", help="fetch from the model hub (needs a network)")
+    w.set_defaults(func=_cmd_weights)
     return p
 
 
 def main(argv=None) -> int:
+    from .exporters.ply import SplatPlyError
     from .footage import FootageError
+    from .models.weights import WeightsError
     from .result import ResultFileError
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (FootageError, ResultFileError) as e:
+    except (FootageError, ResultFileError, WeightsError, SplatPlyError, ValueError) as e:
         print(f"gvf4d: error: {e}", file=sys.stderr)
         return 2
 

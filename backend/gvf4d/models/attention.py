@@ -1,0 +1,41 @@
+"""Scaled dot-product attention over (B, L, H, D) tensors: flash-attn when installed and usable, else SDPA."""
+from __future__ import annotations
+
+import functools
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+@functools.cache
+def _flash_attn_func():
+    try:
+        from flash_attn import flash_attn_func
+    except Exception:
+        return None
+    return flash_attn_func
+
+
+def flash_attn_usable(q: Tensor) -> bool:
+    return q.is_cuda and q.dtype in (torch.float16, torch.bfloat16) and q.shape[-1] <= 256 and _flash_attn_func() is not None
+
+
+def attention(q: Tensor, k: Tensor, v: Tensor, backend: str = "auto") -> Tensor:
+    """q (B, Lq, H, D), k/v (B, Lk, H, D) -> (B, Lq, H, D); softmax scale 1/sqrt(D)."""
+    if backend == "flash" or (backend == "auto" and flash_attn_usable(q)):
+        return _flash_attn_func()(q, k, v)
+    out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
+    return out.transpose(1, 2)
+
+
+class MultiHeadRMSNorm(nn.Module):
+    """RMS norm over each head's channels with a learned per-head gain: (..., H, D) -> (..., H, D)."""
+
+    def __init__(self, dim: int, heads: int):
+        super().__init__()
+        self.scale = dim ** 0.5
+        self.gamma = nn.Parameter(torch.ones(heads, dim))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return (F.normalize(x.float(), dim=-1) * self.gamma * self.scale).to(x.dtype)

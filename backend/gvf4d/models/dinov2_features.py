@@ -1,0 +1,63 @@
+"""Frame features for the GVF DiT: DINOv2 ViT-L/14 with registers through transformers, from a local folder.
+
+Preprocessing as published: the 512x512 frame (over white) -> 518x518 Lanczos, [0, 1], ImageNet mean/std.
+Features: the last block's output before the final norm, register tokens dropped, the 37x37 patch tokens
+followed by the CLS token -> (T, 1370, 1024).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor
+
+from .weights import WeightsError
+
+INPUT_SIZE = 518
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def preprocess_frames(frames: np.ndarray) -> Tensor:
+    """(T, H, W, 3) uint8 -> (T, 3, 518, 518) float32, normalised."""
+    out = []
+    for f in frames:
+        im = Image.fromarray(f).resize((INPUT_SIZE, INPUT_SIZE), Image.Resampling.LANCZOS)
+        out.append(torch.from_numpy(np.asarray(im).astype(np.float32) / 255).permute(2, 0, 1))
+    x = torch.stack(out)
+    mean, std = torch.tensor(IMAGENET_MEAN)[:, None, None], torch.tensor(IMAGENET_STD)[:, None, None]
+    return (x - mean) / std
+
+
+class DinoV2Features:
+    def __init__(self, model, num_register_tokens: int):
+        self.model = model.eval()
+        self.num_register_tokens = num_register_tokens
+
+    @classmethod
+    def from_folder(cls, folder: str | Path, device="cpu", dtype=torch.float32) -> "DinoV2Features":
+        folder = Path(folder)
+        if not (folder / "config.json").is_file():
+            raise WeightsError(f"{folder}: no DINOv2 model here (expected a transformers folder with config.json, "
+                               "e.g. facebook/dinov2-with-registers-large)")
+        from transformers import AutoModel
+        model = AutoModel.from_pretrained(str(folder), local_files_only=True, torch_dtype=dtype).to(device)
+        return cls(model, int(getattr(model.config, "num_register_tokens", 0)))
+
+    @property
+    def hidden_size(self) -> int:
+        return int(self.model.config.hidden_size)
+
+    @torch.no_grad()
+    def __call__(self, frames: np.ndarray, batch_size: int = 8) -> Tensor:
+        """(T, 512, 512, 3) uint8 -> (T, 1 + patches, hidden): patch tokens, then CLS."""
+        p = next(self.model.parameters())
+        feats = []
+        for i in range(0, len(frames), batch_size):
+            x = preprocess_frames(frames[i:i + batch_size]).to(p.device, p.dtype)
+            h = self.model(pixel_values=x, output_hidden_states=True).hidden_states[-1]
+            patches = h[:, 1 + self.num_register_tokens:]
+            feats.append(torch.cat([patches, h[:, :1]], dim=1).float())
+        return torch.cat(feats)

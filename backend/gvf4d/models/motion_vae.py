@@ -1,0 +1,221 @@
+"""The GVF motion VAE (the published `GSKLTemporalVariationalAutoEncoder`, same state_dict).
+
+Encoder: mesh-point displacements are interpolated onto num_latents farthest-point-sampled canonical
+Gaussians, embedded with their positions, and cross-attend to all mesh points -> a per-frame posterior
+over (num_latents, latent_dim). Decoder: the latent (B*T, L, latent_dim) goes through a self-attention
+stack; then every canonical Gaussian (its 14 attributes and position embedding) queries it by
+cross-attention, giving that Gaussian's 14-channel delta in every frame. The decoder works through the
+Gaussians in chunks: memory is bounded by the chunk size, not by the number of Gaussians.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import math
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .attention import attention
+from .embeddings import PointFourierEmbed
+from .fps import farthest_point_sampling
+
+
+@dataclass
+class MotionVAEConfig:
+    """Constructor arguments of the published motion VAE (configs/diffusion.yml `motion_vae`)."""
+
+    depth: int = 12
+    dim: int = 768
+    queries_dim: int = 768
+    input_dim: int = 3
+    gs_dim: int = 14
+    output_dim: int = 14
+    num_inputs: int = 8192
+    num_latents: int = 512
+    latent_dim: int = 16
+    heads: int = 12
+    dim_head: int = -1
+    weight_tie_layers: bool = False
+    decoder_ff: bool = False
+    enable_flash_attn: bool = True      # accepted for config compatibility; the backend picks the kernel
+    num_timesteps: int = 32
+    chunk_size: int = 8192
+    knn_k: int = 8
+    beta: float = 7.0
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "MotionVAEConfig":
+        unknown = set(d) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"unknown motion VAE config keys {sorted(unknown)}")
+        return cls(**d)
+
+
+class PreNorm(nn.Module):
+    """LayerNorm (no affine) of the input (and of the context, when context_dim is given), then fn."""
+
+    def __init__(self, dim: int, fn: nn.Module, context_dim: int | None = None):
+        super().__init__()
+        self.fn = fn
+        self.norm = nn.LayerNorm(dim, eps=1e-6, elementwise_affine=False)
+        self.norm_context = nn.LayerNorm(context_dim, eps=1e-6, elementwise_affine=False) if context_dim else None
+
+    def forward(self, x: Tensor, context: Tensor | None = None) -> Tensor:
+        if self.norm_context is not None:
+            return self.fn(self.norm(x), context=self.norm_context(context))
+        return self.fn(self.norm(x))
+
+
+class Attention(nn.Module):
+    def __init__(self, query_dim: int, context_dim: int | None = None, heads: int = 8, dim_head: int = 64):
+        super().__init__()
+        inner = heads * dim_head
+        self.heads = heads
+        self.to_q = nn.Linear(query_dim, inner, bias=False)
+        self.to_kv = nn.Linear(context_dim or query_dim, 2 * inner, bias=False)
+        self.to_out = nn.Linear(inner, query_dim)
+
+    def split_heads(self, x: Tensor) -> Tensor:
+        return x.reshape(*x.shape[:-1], self.heads, -1)
+
+    def forward(self, x: Tensor, context: Tensor | None = None) -> Tensor:
+        """x (B, Lq, C), context (B, Lk, C_ctx) or None (self-attention) -> (B, Lq, C)."""
+        k, v = self.to_kv(x if context is None else context).chunk(2, dim=-1)
+        out = attention(self.split_heads(self.to_q(x)), self.split_heads(k), self.split_heads(v))
+        return self.to_out(out.flatten(-2))
+
+
+class GEGLU(nn.Module):
+    def forward(self, x: Tensor) -> Tensor:
+        x, gates = x.chunk(2, dim=-1)
+        return x * F.gelu(gates)
+
+
+class FeedForward(nn.Module):
+    def __init__(self, dim: int, mult: int = 4):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(dim, dim * mult * 2), GEGLU(), nn.Linear(dim * mult, dim))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)
+
+
+@dataclass
+class Posterior:
+    """Diagonal Gaussian over the latent: mean, logvar (B*T, L, latent_dim); logvar clamped to [-30, 20]."""
+
+    mean: Tensor
+    logvar: Tensor
+
+    def sample(self, generator: torch.Generator | None = None) -> Tensor:
+        noise = torch.randn(self.mean.shape, generator=generator, device=self.mean.device, dtype=self.mean.dtype)
+        return self.mean + torch.exp(0.5 * self.logvar) * noise
+
+
+class MotionVAE(nn.Module):
+    def __init__(self, config: MotionVAEConfig | dict):
+        super().__init__()
+        cfg = config if isinstance(config, MotionVAEConfig) else MotionVAEConfig.from_dict(config)
+        if cfg.weight_tie_layers:
+            raise ValueError("weight_tie_layers=True is not supported (the published model does not tie)")
+        self.config = cfg
+        dim, heads = cfg.dim, cfg.heads
+        dim_head = dim // heads if cfg.dim_head == -1 else cfg.dim_head
+        self.cross_attend_blocks = nn.ModuleList([
+            PreNorm(dim, Attention(dim, dim, heads, dim_head), context_dim=dim),
+            PreNorm(dim, FeedForward(dim)),
+        ])
+        self.input_embedding = nn.Sequential(nn.Linear(cfg.input_dim, dim), nn.LayerNorm(dim, elementwise_affine=False))
+        self.gs_embedding = nn.Sequential(nn.Linear(cfg.gs_dim, dim), nn.LayerNorm(dim, elementwise_affine=False))
+        self.position_encoding = nn.Sequential(PointFourierEmbed(dim), nn.LayerNorm(dim, elementwise_affine=False))
+        self.layers = nn.ModuleList([
+            nn.ModuleList([PreNorm(dim, Attention(dim, heads=heads, dim_head=dim_head)), PreNorm(dim, FeedForward(dim))])
+            for _ in range(cfg.depth)
+        ])
+        self.decoder_cross_attn = PreNorm(cfg.queries_dim, Attention(cfg.queries_dim, dim, heads, dim_head), context_dim=dim)
+        self.decoder_ff = PreNorm(cfg.queries_dim, FeedForward(cfg.queries_dim)) if cfg.decoder_ff else None
+        self.to_outputs = nn.Linear(cfg.queries_dim, cfg.output_dim)
+        self.proj = nn.Linear(cfg.latent_dim, dim)
+        self.mean_fc = nn.Linear(dim, cfg.latent_dim)
+        self.logvar_fc = nn.Linear(dim, cfg.latent_dim)
+
+    # ---------------------------------------------------------------- decoder
+    def decode_context(self, latents: Tensor) -> Tensor:
+        """latents (B*T, L, latent_dim) -> the context every Gaussian queries (B*T, L, dim)."""
+        x = self.proj(latents)
+        for self_attn, self_ff in self.layers:
+            x = self_attn(x) + x
+            x = self_ff(x) + x
+        return x
+
+    def embed_queries(self, gaussians: Tensor) -> Tensor:
+        """gaussians (B, Q, 14) canonical rows -> (B, Q, dim). Independent of the frame."""
+        return self.gs_embedding(gaussians) + self.position_encoding(gaussians[..., :3])
+
+    def decode_chunk(self, query_embed: Tensor, context: Tensor) -> Tensor:
+        """query_embed (B, q, dim), context (B*T, L, dim) -> deltas (B, T, q, 14)."""
+        B, q, dim = query_embed.shape
+        T = context.shape[0] // B
+        xq = query_embed[:, None].expand(B, T, q, dim).reshape(B * T, q, dim)
+        out = self.decoder_cross_attn(xq, context=context)
+        if self.decoder_ff is not None:
+            out = out + self.decoder_ff(out)
+        return self.to_outputs(out).reshape(B, T, q, -1)
+
+    def decode(self, latents: Tensor, gaussians: Tensor, chunk_size: int | None = None) -> Tensor:
+        """latents (B*T, L, latent_dim), gaussians (B, Q, 14) -> deltas (B, T, Q, 14), Q handled in chunks."""
+        context = self.decode_context(latents)
+        chunk = chunk_size or self.config.chunk_size
+        outs = [self.decode_chunk(self.embed_queries(gaussians[:, i:i + chunk]), context)
+                for i in range(0, gaussians.shape[1], chunk)]
+        return torch.cat(outs, dim=2)
+
+    # ---------------------------------------------------------------- encoder
+    def sample_gaussians(self, gaussians: list[Tensor]) -> Tensor:
+        """Farthest-point samples num_latents rows of each (N_b, 14) set -> (B, num_latents, 14)."""
+        k = self.config.num_latents
+        n_max = max(g.shape[0] for g in gaussians)
+        padded = torch.zeros(len(gaussians), n_max, 3, device=gaussians[0].device, dtype=gaussians[0].dtype)
+        for b, g in enumerate(gaussians):
+            padded[b, : g.shape[0]] = g[:, :3]
+        lengths = torch.tensor([g.shape[0] for g in gaussians], device=padded.device)
+        idx = farthest_point_sampling(padded, k, lengths)
+        return torch.stack([g[i] for g, i in zip(gaussians, idx)])
+
+    def interpolate_deltas(self, gaussian_xyz: Tensor, points: Tensor, moved_points: Tensor) -> Tensor:
+        """Moves each Gaussian with its k nearest mesh points, weighted exp(-beta d^2 / r^2) within the adaptive
+        radius r (the root of the mean squared k-NN distance). gaussian_xyz (B, G, 3), points (B, P, 3),
+        moved_points (B, T, P, 3) -> (B, T, G, 3)."""
+        cfg = self.config
+        d2 = torch.cdist(gaussian_xyz, points).pow(2)
+        knn_d2, knn_idx = d2.topk(cfg.knn_k, dim=-1, largest=False, sorted=True)    # (B, G, k)
+        r = knn_d2.mean(-1).sqrt() + 1e-6
+        w = torch.exp(-cfg.beta * knn_d2 / r[..., None] ** 2) * (knn_d2 <= r[..., None] ** 2)
+        w = w / (w.sum(-1, keepdim=True) + 1e-8)
+        motion = moved_points - points[:, None]                                       # (B, T, P, 3)
+        B, T = motion.shape[:2]
+        gathered = torch.gather(motion[:, :, None].expand(B, T, knn_idx.shape[1], -1, 3), 3,
+                                knn_idx[:, None, :, :, None].expand(B, T, -1, -1, 3))  # (B, T, G, k, 3)
+        return (w[:, None, :, :, None] * gathered).sum(3)
+
+    def encode(self, points: Tensor, point_deltas: Tensor, gaussians: list[Tensor]) -> tuple[Posterior, Tensor]:
+        """points (B, P, 3) mesh points at rest, point_deltas (B, T, P, 3), gaussians: B canonical sets (N_b, 14).
+        -> (posterior over (B*T, num_latents, latent_dim), the sampled Gaussians (B, num_latents, 14))."""
+        B, T = point_deltas.shape[:2]
+        dim = self.config.dim
+        sampled = self.sample_gaussians(gaussians)
+        xyz = sampled[..., :3]
+        gs_deltas = self.interpolate_deltas(xyz, points, points[:, None] + point_deltas)
+        queries = self.input_embedding(gs_deltas) + self.position_encoding(xyz)[:, None]
+        context = self.input_embedding(point_deltas) + self.position_encoding(points)[:, None]
+        queries = queries.reshape(B * T, -1, dim)
+        context = context.reshape(B * T, -1, dim)
+        cross_attn, cross_ff = self.cross_attend_blocks
+        x = cross_attn(queries, context=context) + queries
+        x = cross_ff(x) + x
+        posterior = Posterior(self.mean_fc(x), self.logvar_fc(x).clamp(-30.0, 20.0))
+        return posterior, sampled
+
+    def config_dict(self) -> dict:
+        return asdict(self.config)

@@ -1,0 +1,175 @@
+"""The GVF engine: canonical Gaussians + frame features -> sampled variation field -> per-frame Gaussians.
+
+    conditions  4096 farthest-point-sampled canonical rows, normalised by the static mean/std (DiT context);
+                512 farthest-point-sampled positions (the latent tokens' positional embedding)
+    sampling    DPM-Solver++ (order 2) over the v-prediction DiT with the three-way guidance, latent
+                (1, T, 512, 16), then de-normalised by the deformation mean/std
+    decoding    the motion VAE turns the latent into a 14-channel delta for every canonical Gaussian and frame
+    applying    deltas added in raw parameter space (GVFGaussians.apply_deltas)
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Literal, Optional
+
+import torch
+from torch import Tensor
+
+from ..models.fps import farthest_point_sampling
+from ..models.gvf_dit import GVFDiT, GVFDiTConfig
+from ..models.motion_vae import MotionVAE, MotionVAEConfig
+from ..models.weights import WeightsError, load_strict, read_state_dict, read_tensor, sha256_file
+from ..representations import AnimatedGaussians
+from ..representations.gvf_gaussians import GVFGaussians
+from ..samplers import DiscreteVPSchedule, DPMSolverPP, ThreeWayGuidance
+
+Progress = Callable[[str, float], None]
+
+# the published files (model hub repo BwZhang/GaussianVariationFieldDiffusion), looked up in <weights>/gvf/
+GVF_FILES = {
+    "dit": "ema_diffusion_0.9999_500000",
+    "motion_vae": "ema_deformation_0.9999_200000",
+    "static_mean": "static_mean",
+    "static_std": "static_std",
+    "deformation_mean": "deformation_mean",
+    "deformation_std": "deformation_std",
+}
+CONFIG_FILE = "gvf4d_config.json"   # optional, beside them: {"dit": {...}, "motion_vae": {...}} (default: published)
+NUM_STATIC_TOKENS = 4096
+
+
+def find_weight_file(folder: Path, stem: str) -> Path:
+    """<stem>.safetensors if present (converted), else <stem>.pt."""
+    for suffix in (".safetensors", ".pt"):
+        p = folder / f"{stem}{suffix}"
+        if p.is_file():
+            return p
+    raise WeightsError(f"{folder / (stem + '.pt')}: missing (run `gvf4d weights --weights {folder.parent}` to see what "
+                       "is present, or `--download` where a network is available)")
+
+
+@dataclass
+class GVFSettings:
+    seed: int = 0
+    method: Literal["adaptive", "multistep"] = "adaptive"   # the in-the-wild script's choice
+    steps: int = 100                                         # multistep only
+    guidance_scale: float = 1.0
+    guidance_scale2: float = 1.0
+    precision: Literal["auto", "fp32", "fp16", "bf16"] = "auto"   # auto: fp16 autocast on CUDA (as published), fp32 on CPU
+    decode_chunk: int = 8192
+
+
+@dataclass
+class GVFRun:
+    animated: AnimatedGaussians
+    deltas: Tensor                         # (T, N, 14)
+    network_evaluations: int
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+class GVFEngine:
+    def __init__(self, dit: GVFDiT, vae: MotionVAE, stats: dict[str, Tensor], checkpoints: list[dict] | None = None):
+        self.dit, self.vae = dit.eval(), vae.eval()
+        self.stats = stats
+        self.schedule = DiscreteVPSchedule.cosine(1000)
+        self.checkpoints = checkpoints or []
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.dit.parameters()).device
+
+    @classmethod
+    def from_folder(cls, folder: str | Path, device: str | torch.device = "cpu") -> "GVFEngine":
+        folder = Path(folder)
+        cfg = json.loads((folder / CONFIG_FILE).read_text()) if (folder / CONFIG_FILE).is_file() else {}
+        dit = GVFDiT(GVFDiTConfig.from_dict(cfg.get("dit", {})))
+        vae = MotionVAE(MotionVAEConfig.from_dict(cfg.get("motion_vae", {})))
+        files = {k: find_weight_file(folder, stem) for k, stem in GVF_FILES.items()}
+        load_strict(dit, read_state_dict(files["dit"]), files["dit"])
+        load_strict(vae, read_state_dict(files["motion_vae"]), files["motion_vae"])
+        stats = {k: read_tensor(files[k]).reshape(-1) for k in ("static_mean", "static_std", "deformation_mean", "deformation_std")}
+        for k, n in (("static_mean", 14), ("static_std", 14), ("deformation_mean", dit.config.in_channels),
+                     ("deformation_std", dit.config.in_channels)):
+            if stats[k].numel() not in (1, n):
+                raise WeightsError(f"{files[k]}: expected {n} values, found {stats[k].numel()}")
+        checkpoints = [{"name": k, "file": p.name, "sha256": sha256_file(p)} for k, p in files.items()]
+        return cls(dit, vae, stats, checkpoints).to(device)
+
+    def to(self, device) -> "GVFEngine":
+        self.dit.to(device)
+        self.vae.to(device)
+        self.stats = {k: v.to(device) for k, v in self.stats.items()}
+        return self
+
+    def _autocast(self, precision: str):
+        dev = self.device.type
+        if precision == "auto":
+            precision = "fp16" if dev == "cuda" else "fp32"
+        if precision == "fp32":
+            return contextlib.nullcontext()
+        return torch.autocast(dev, dtype=torch.float16 if precision == "fp16" else torch.bfloat16)
+
+    def conditions(self, canonical: GVFGaussians, frame_features: Tensor) -> dict[str, Tensor]:
+        """frame_features (T, L, C) -> the DiT's conditioning for one sample (B = 1)."""
+        rows = canonical.rows().to(self.device)
+        n_tokens = self.dit.config.resolution
+        if len(rows) < n_tokens:
+            raise ValueError(f"the canonical splat has {len(rows)} Gaussians; the GVF model needs at least {n_tokens}")
+        xyz = rows[None, :, :3]
+        static_idx = farthest_point_sampling(xyz, min(NUM_STATIC_TOKENS, len(rows)))[0]
+        token_idx = farthest_point_sampling(xyz, n_tokens)[0]
+        static = (rows[static_idx] - self.stats["static_mean"]) / self.stats["static_std"]
+        return {"cond_images": frame_features[None].to(self.device), "static_latent": static[None],
+                "deformation_position_xyz": rows[token_idx, :3][None]}
+
+    @torch.no_grad()
+    def sample_latent(self, cond: dict[str, Tensor], num_frames: int, settings: GVFSettings,
+                      progress: Optional[Progress] = None) -> tuple[Tensor, int]:
+        """-> de-normalised latent (T, 512, 16) and the number of network evaluations."""
+        cfg = self.dit.config
+        gen = torch.Generator(device=self.device).manual_seed(settings.seed)
+        noise = torch.randn((1, num_frames, cfg.resolution, cfg.in_channels), generator=gen, device=self.device)
+        guidance = ThreeWayGuidance(self._network(settings.precision), self.schedule, cond,
+                                    settings.guidance_scale, settings.guidance_scale2)
+        x, stats = DPMSolverPP(self.schedule).sample(
+            guidance.noise, noise, steps=settings.steps, t_start=1.0, t_end=1e-3, order=2, method=settings.method,
+            progress=(lambda f: progress("sampling", f)) if progress else None)
+        latent = x.float() * self.stats["deformation_std"] + self.stats["deformation_mean"]
+        return latent[0], stats.network_evaluations
+
+    def _network(self, precision: str):
+        def run(x, t, **cond):
+            with self._autocast(precision):
+                return self.dit(x, t, **cond).float()
+        return run
+
+    @torch.no_grad()
+    def decode(self, latent: Tensor, canonical: GVFGaussians, settings: GVFSettings) -> Tensor:
+        """latent (T, 512, 16) -> deltas (T, N, 14)."""
+        rows = canonical.rows().to(self.device)
+        with self._autocast(settings.precision):
+            deltas = self.vae.decode(latent, rows[None], chunk_size=settings.decode_chunk)
+        return deltas[0].float()
+
+    def run(self, canonical: GVFGaussians, frame_features: Tensor, settings: GVFSettings,
+            progress: Optional[Progress] = None) -> GVFRun:
+        timings = {}
+        t0 = time.perf_counter()
+        cond = self.conditions(canonical, frame_features)
+        timings["conditions"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        latent, nfe = self.sample_latent(cond, frame_features.shape[0], settings, progress)
+        timings["sampling"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        deltas = self.decode(latent, canonical, settings)
+        timings["decode"] = time.perf_counter() - t0
+        animated = canonical.to(self.device).apply_deltas(deltas)
+        return GVFRun(animated=animated, deltas=deltas, network_evaluations=nfe, timings=timings)
+
+    def describe(self, settings: GVFSettings) -> dict:
+        return {"name": "gvf", "checkpoints": self.checkpoints,
+                "dit": asdict(self.dit.config), "motion_vae": asdict(self.vae.config)}

@@ -1,0 +1,6 @@
+"""Diffusion schedules and solvers, kept apart from the networks (as diffusers does)."""
+from .schedule import DiscreteVPSchedule, cosine_betas
+from .dpm_solver import DPMSolverPP, SolverStats
+from .guidance import ThreeWayGuidance
+
+__all__ = ["DiscreteVPSchedule", "cosine_betas", "DPMSolverPP", "SolverStats", "ThreeWayGuidance"]

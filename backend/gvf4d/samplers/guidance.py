@@ -1,0 +1,50 @@
+"""The published three-way classifier-free guidance over a v-prediction network, as a noise predictor.
+
+Branches: fully unconditional (no frame features, no canonical Gaussians), unconditional (canonical
+Gaussians, no frame features), conditional (both). The noises combine as
+    eps = eps_full_uncond + g1 (eps_uncond - eps_full_uncond) + g2 (eps_cond - eps_uncond);
+with g1 = g2 = 1 that is eps_cond and only the conditional branch is evaluated.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import Tensor
+
+from .schedule import DiscreteVPSchedule
+
+
+def _expand(v: Tensor, ndim: int) -> Tensor:
+    return v.reshape(-1, *([1] * (ndim - 1)))
+
+
+class ThreeWayGuidance:
+    """noise(x (B, ...), t (scalar)) for DPM-Solver from network(x, model_time (B,), **cond) -> v."""
+
+    def __init__(self, network: Callable[..., Tensor], schedule: DiscreteVPSchedule, cond: dict[str, Tensor],
+                 guidance_scale: float = 1.0, guidance_scale2: float = 1.0,
+                 image_key: str = "cond_images", static_key: str = "static_latent"):
+        self.network, self.schedule = network, schedule
+        self.g1, self.g2 = guidance_scale, guidance_scale2
+        self.guided = not (guidance_scale == 1.0 and guidance_scale2 == 1.0)
+        if self.guided:
+            uncond = {**cond, image_key: torch.zeros_like(cond[image_key])}
+            full_uncond = {**uncond, static_key: torch.zeros_like(cond[static_key])}
+            self.cond = {k: torch.cat([full_uncond[k], uncond[k], cond[k]]) for k in cond}
+        else:
+            self.cond = cond
+        self.rows_evaluated = 0
+
+    def noise(self, x: Tensor, t: Tensor) -> Tensor:
+        reps = 3 if self.guided else 1
+        x_in = torch.cat([x] * reps) if reps > 1 else x
+        t_in = t.reshape(-1).expand(x_in.shape[0])
+        v = self.network(x_in, self.schedule.model_time(t_in), **self.cond)
+        self.rows_evaluated += x_in.shape[0]
+        alpha, sigma = self.schedule.alpha(t_in), self.schedule.sigma(t_in)
+        eps = _expand(alpha, x.ndim) * v.to(x.dtype) + _expand(sigma, x.ndim) * x_in
+        if not self.guided:
+            return eps
+        full_uncond, uncond, cond = eps.chunk(3)
+        return full_uncond + self.g1 * (uncond - full_uncond) + self.g2 * (cond - uncond)

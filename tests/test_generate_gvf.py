@@ -1,0 +1,117 @@
+"""`gvf4d generate --engine gvf` end to end on CPU, with small random weights made here (shape-level check)."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from gvf4d.exporters import write_splat_ply
+from gvf4d.models.gvf_dit import GVFDiT, GVFDiTConfig
+from gvf4d.models.motion_vae import MotionVAE, MotionVAEConfig
+from gvf4d.pipelines.demo import write_footage_frames
+from gvf4d.pipelines.gvf import CONFIG_FILE, GVF_FILES
+from gvf4d.synthetic import make_synthetic_shot, render_footage
+from gvf_blender.result_file import GVF4DFile
+
+DIT = dict(resolution=64, model_channels=64, num_blocks=2, num_heads=4, image_cond_channels=32)
+VAE = dict(depth=1, dim=48, queries_dim=48, num_inputs=128, num_latents=64, heads=4, num_timesteps=4)
+
+
+@pytest.fixture(scope="module")
+def small_weights(tmp_path_factory):
+    root = tmp_path_factory.mktemp("weights")
+    gvf = root / "gvf"
+    gvf.mkdir()
+    torch.manual_seed(0)
+    dit, vae = GVFDiT(GVFDiTConfig(**DIT)), MotionVAE(MotionVAEConfig(**VAE))
+    for p in list(dit.parameters()) + list(vae.parameters()):
+        torch.nn.init.normal_(p, std=0.02)
+    torch.save({f"module.{k}": v for k, v in dit.state_dict().items()}, gvf / f"{GVF_FILES['dit']}.pt")
+    torch.save(vae.state_dict(), gvf / f"{GVF_FILES['motion_vae']}.pt")
+    torch.save(torch.zeros(14), gvf / "static_mean.pt")
+    torch.save(torch.ones(14), gvf / "static_std.pt")
+    torch.save(torch.zeros(16), gvf / "deformation_mean.pt")
+    torch.save(torch.full((16,), 0.5), gvf / "deformation_std.pt")
+    (gvf / CONFIG_FILE).write_text(json.dumps({"dit": DIT, "motion_vae": VAE}))
+    from transformers import Dinov2WithRegistersConfig, Dinov2WithRegistersModel
+    cfg = Dinov2WithRegistersConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
+                                    image_size=518, patch_size=14, num_register_tokens=4)
+    Dinov2WithRegistersModel(cfg).save_pretrained(root / "dinov2")
+    return root
+
+
+@pytest.fixture(scope="module")
+def shot_files(tmp_path_factory):
+    root = tmp_path_factory.mktemp("shot")
+    shot = make_synthetic_shot(num_frames=4, gaussians_per_part=40, seed=3)
+    write_footage_frames(root / "footage", render_footage(shot.animated, 64, 64).numpy())
+    write_splat_ply(root / "canonical.ply", shot.animated.canonical)
+    return root, shot
+
+
+def test_dinov2_features_layout(small_weights):
+    from gvf4d.models.dinov2_features import DinoV2Features
+    feats = DinoV2Features.from_folder(small_weights / "dinov2")
+    frames = np.random.default_rng(0).integers(0, 255, (2, 512, 512, 3), dtype=np.uint8)
+    out = feats(frames)
+    assert out.shape == (2, 1370, 32)
+    from gvf4d.models.dinov2_features import preprocess_frames
+    h = feats.model(pixel_values=preprocess_frames(frames), output_hidden_states=True).hidden_states[-1]
+    torch.testing.assert_close(out[:, -1], h[:, 0])          # CLS last
+    torch.testing.assert_close(out[:, :1369], h[:, 5:])      # patches, registers dropped, no final norm
+
+
+def test_generate_end_to_end_with_small_weights(tmp_path, small_weights, shot_files):
+    root, shot = shot_files
+    out = tmp_path / "take1.gvf4d"
+    r = subprocess.run([sys.executable, "-m", "gvf4d.cli", "generate", str(root / "footage"), "--out", str(out),
+                        "--canonical", "splat", str(root / "canonical.ply"), "--weights", str(small_weights),
+                        "--frames", "4", "--method", "multistep", "--steps", "3", "--seed", "7", "--guidance", "1.5", "3"],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    f = GVF4DFile(out)
+    n = len(shot.animated.canonical)
+    assert (f.num_frames, f.num_gaussians) == (4, n)
+    for name in ("frames.position", "frames.scale", "frames.rotation", "frames.opacity", "frames.sh_dc"):
+        assert f.has(name)
+    pos = np.asarray(f.array("frames.position"))
+    assert np.isfinite(pos).all() and np.abs(pos - pos[0]).max() > 0     # random weights move things
+    m = f.metadata
+    assert m["sampler"]["network_evaluations"] == 3 and m["sampler"]["guidance_scale2"] == 3.0
+    assert {c["name"] for c in m["engine"]["checkpoints"]} >= {"dit", "motion_vae", "static_mean"}
+    assert all(len(c["sha256"]) == 64 for c in m["engine"]["checkpoints"])
+    assert m["footage"]["frame_indices"] == [0, 1, 2, 3] and m["seed"] == 7
+    assert abs(m["coordinates"]["normalisation"]["scale"] - 1.0) < 0.5
+
+
+def test_generate_without_weights_or_with_wrong_weights_is_clear(tmp_path, small_weights, shot_files):
+    root, _ = shot_files
+    base = [sys.executable, "-m", "gvf4d.cli", "generate", str(root / "footage"), "--out", str(tmp_path / "x.gvf4d"),
+            "--canonical", "splat", str(root / "canonical.ply"), "--frames", "4"]
+    r = subprocess.run(base + ["--weights", str(tmp_path / "empty")], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and "ema_diffusion_0.9999_500000.pt: missing" in r.stderr and "Traceback" not in r.stderr
+    cfg = small_weights / "gvf" / CONFIG_FILE
+    saved = cfg.read_text()
+    try:
+        cfg.write_text(json.dumps({"dit": {**DIT, "num_blocks": 3}, "motion_vae": VAE}))
+        r = subprocess.run(base + ["--weights", str(small_weights)], capture_output=True, text=True, timeout=300)
+        assert r.returncode == 2 and "missing keys: blocks.2." in r.stderr
+    finally:
+        cfg.write_text(saved)
+    assert not (tmp_path / "x.gvf4d").exists()
+
+
+def test_weights_command_reports_and_converts(small_weights):
+    r = subprocess.run([sys.executable, "-m", "gvf4d.cli", "weights", "--weights", str(small_weights), "--convert", "--verify"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.stdout.count(" ok ") == len(GVF_FILES) and "dinov2" in r.stdout
+    assert (small_weights / "gvf" / f"{GVF_FILES['dit']}.safetensors").is_file()
+    lock = json.loads((small_weights / "weights.lock.json").read_text())
+    (small_weights / "gvf" / "static_std.safetensors").write_bytes(b"tampered")
+    r = subprocess.run([sys.executable, "-m", "gvf4d.cli", "weights", "--weights", str(small_weights), "--verify"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 1 and "HASH MISMATCH" in r.stdout
+    assert "gvf/static_std.safetensors" in lock

@@ -1,0 +1,109 @@
+import math
+
+import pytest
+import torch
+
+from gvf4d.models.attention import _flash_attn_func, attention, flash_attn_usable
+from gvf4d.models.fps import farthest_point_sampling
+from gvf4d.models.gvf_dit import GVFDiT, GVFDiTConfig
+from gvf4d.models.weights import WeightsError, convert_to_safetensors, load_strict, read_state_dict
+from gvf4d.representations import Gaussians
+from gvf4d.representations.gvf_gaussians import MIN_KERNEL_SIZE, GVFGaussians
+
+
+def _fps_reference(points, k):
+    chosen = [0]
+    dist = [float("inf")] * len(points)
+    for _ in range(k - 1):
+        last = points[chosen[-1]]
+        for i, p in enumerate(points):
+            dist[i] = min(dist[i], sum((a - b) ** 2 for a, b in zip(p, last)))
+        chosen.append(max(range(len(points)), key=lambda i: (dist[i], -i)))
+    return chosen
+
+
+def test_fps_matches_the_definition_with_padding():
+    torch.manual_seed(0)
+    pts = torch.randn(2, 50, 3)
+    lengths = torch.tensor([50, 37])
+    idx = farthest_point_sampling(pts, 12, lengths)
+    assert idx[0].tolist() == _fps_reference(pts[0].tolist(), 12)
+    assert idx[1].tolist() == _fps_reference(pts[1, :37].tolist(), 12)
+    with pytest.raises(ValueError, match="12 points from sets of 10"):
+        farthest_point_sampling(pts, 12, torch.tensor([50, 10]))
+
+
+def test_sdpa_attention_is_plain_softmax_attention():
+    torch.manual_seed(0)
+    q, k, v = torch.randn(2, 5, 3, 8), torch.randn(2, 7, 3, 8), torch.randn(2, 7, 3, 8)
+    w = torch.softmax(torch.einsum("bqhd,bkhd->bhqk", q, k) / math.sqrt(8), -1)
+    torch.testing.assert_close(attention(q, k, v, backend="sdpa"), torch.einsum("bhqk,bkhd->bqhd", w, v))
+    assert not flash_attn_usable(q)   # CPU float32 never takes flash-attn
+
+
+@pytest.mark.skipif(not (torch.cuda.is_available() and _flash_attn_func() is not None),
+                    reason="flash-attn with CUDA only (run on the GPU machine)")
+def test_flash_attn_agrees_with_sdpa():
+    q, k, v = (torch.randn(2, 300, 8, 64, device="cuda", dtype=torch.float16) for _ in range(3))
+    torch.testing.assert_close(attention(q, k, v, backend="flash"), attention(q, k, v, backend="sdpa"), atol=2e-3, rtol=2e-3)
+
+
+def test_strict_loading_names_every_problem(tmp_path):
+    cfg = GVFDiTConfig(resolution=8, model_channels=32, num_blocks=1, num_heads=2, image_cond_channels=8)
+    model = GVFDiT(cfg)
+    sd = {f"module.{k}": v.clone() for k, v in model.state_dict().items()}   # as saved from DDP
+    torch.save(sd, tmp_path / "ckpt.pt")
+    load_strict(GVFDiT(cfg), read_state_dict(tmp_path / "ckpt.pt"), "ckpt.pt")
+    bad = read_state_dict(tmp_path / "ckpt.pt")
+    del bad["input_layer.weight"]
+    bad["extra.weight"] = torch.zeros(1)
+    bad["final_layer.linear.bias"] = torch.zeros(3)
+    with pytest.raises(WeightsError) as e:
+        load_strict(GVFDiT(cfg), bad, "ckpt.pt")
+    msg = str(e.value)
+    assert "missing keys: input_layer.weight" in msg and "unexpected keys: extra.weight" in msg
+    assert "final_layer.linear.bias: file (3,) vs model (16,)" in msg
+    # conversion keeps the tensors, drops the prefix
+    st = convert_to_safetensors(tmp_path / "ckpt.pt")
+    again = read_state_dict(st)
+    assert set(again) == set(model.state_dict())
+
+
+def test_pickled_objects_are_refused(tmp_path):
+    class Evil:
+        def __reduce__(self):
+            return (print, ("ran arbitrary code",))
+    torch.save({"x": Evil()}, tmp_path / "evil.pt")
+    with pytest.raises(WeightsError, match="weights_only=True"):
+        read_state_dict(tmp_path / "evil.pt")
+    with pytest.raises(WeightsError, match="not found"):
+        read_state_dict(tmp_path / "nope.pt")
+
+
+def test_raw_parameters_round_trip_and_deltas_follow_the_published_formulas():
+    torch.manual_seed(0)
+    n = 20
+    g = Gaussians(means=torch.randn(n, 3), scales=torch.rand(n, 3) * 0.05 + 0.002,
+                  quats=torch.nn.functional.normalize(torch.randn(n, 4), dim=-1),
+                  opacities=torch.rand(n) * 0.9 + 0.05, sh_dc=torch.randn(n, 3))
+    raw = GVFGaussians.from_gaussians(g)
+    back = raw.to_gaussians()
+    for f in ("means", "scales", "quats", "opacities", "sh_dc"):
+        torch.testing.assert_close(getattr(back, f), getattr(g, f), rtol=1e-4, atol=1e-6)
+    rows = raw.rows()
+    assert rows.shape == (n, 14)
+    torch.testing.assert_close(rows[:, 6], g.opacities, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(rows[:, 10:14], g.quats, rtol=1e-4, atol=1e-6)
+
+    d = torch.randn(3, n, 14) * 0.1
+    anim = raw.apply_deltas(d)
+    t = 1
+    sp = torch.nn.functional.softplus
+    expect_scale = torch.sqrt(sp(raw.raw_scale + math.log(math.expm1(0.004)) + d[t, :, 3:6]) ** 2 + MIN_KERNEL_SIZE ** 2)
+    torch.testing.assert_close(anim.positions[t], g.means + d[t, :, :3])
+    torch.testing.assert_close(anim.scales[t], expect_scale)
+    torch.testing.assert_close(anim.quats[t], torch.nn.functional.normalize(g.quats + d[t, :, 6:10], dim=-1), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(anim.sh_dc[t], g.sh_dc + d[t, :, 10:13])
+    torch.testing.assert_close(anim.opacities[t], torch.sigmoid(torch.logit(g.opacities) + d[t, :, 13]), rtol=1e-4, atol=1e-5)
+    zero = raw.apply_deltas(torch.zeros(2, n, 14))
+    torch.testing.assert_close(zero.positions[1], g.means)
