@@ -39,6 +39,14 @@ class DiscreteVPSchedule:
         self.total_N = keep
         self.t_array = torch.linspace(0.0, 1.0, keep + 1)[1:].to(dtype)
         self.T = 1.0
+        self._arrays: dict[torch.device, tuple[Tensor, Tensor, Tensor, Tensor]] = {}
+
+    def _on(self, device) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """(t_array, log_alpha_array, and both flipped) on `device`, copied once."""
+        if device not in self._arrays:
+            t, la = self.t_array.to(device), self.log_alpha_array.to(device)
+            self._arrays[device] = (t, la, t.flip(0), la.flip(0))
+        return self._arrays[device]
 
     @classmethod
     def cosine(cls, num_steps: int = 1000) -> "DiscreteVPSchedule":
@@ -48,7 +56,8 @@ class DiscreteVPSchedule:
         return (t - 1.0 / self.total_N) * 1000.0
 
     def log_alpha(self, t: Tensor) -> Tensor:
-        return interp(t, self.t_array.to(t.device), self.log_alpha_array.to(t.device))
+        t_arr, la_arr, _, _ = self._on(t.device)
+        return interp(t, t_arr, la_arr)
 
     def alpha(self, t: Tensor) -> Tensor:
         return torch.exp(self.log_alpha(t))
@@ -62,4 +71,5 @@ class DiscreteVPSchedule:
 
     def inverse_lambda(self, lam: Tensor) -> Tensor:
         log_alpha = -0.5 * torch.logaddexp(torch.zeros_like(lam), -2.0 * lam)
-        return interp(log_alpha, self.log_alpha_array.flip(0).to(lam.device), self.t_array.flip(0).to(lam.device))
+        _, _, t_flip, la_flip = self._on(lam.device)
+        return interp(log_alpha, la_flip, t_flip)

@@ -1,0 +1,135 @@
+"""GPU benchmark of the GVF engine at full size with random weights (issue: fast inference on one H100).
+
+Prints a table next to the published code's figures and writes JSON (--json PATH). Run on the GPU machine:
+    PYTHONPATH=backend python3 tools/bench_gpu.py --json bench.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+
+import torch
+
+from gvf4d.models.fps import farthest_point_sampling
+from gvf4d.models.gvf_dit import GVFDiT, GVFDiTConfig
+from gvf4d.models.motion_vae import MotionVAE, MotionVAEConfig
+from gvf4d.samplers import DiscreteVPSchedule, DPMSolverPP, ThreeWayGuidance
+
+PUBLISHED = {"dit_b1": 44.5, "dit_b3": 119.7, "dpm_32": 1730.0, "vae_decode": 285.0}
+TARGET = {"dit_b1": 12.0, "dit_b3": 30.0, "dpm_32": 350.0, "vae_decode": 30.0}
+
+
+def cuda_time(fn, warmup=3, iters=10) -> float:
+    """Median milliseconds of fn() measured with CUDA events."""
+    for _ in range(warmup):
+        fn()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(iters):
+        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        a.record()
+        fn()
+        b.record()
+        torch.cuda.synchronize()
+        times.append(a.elapsed_time(b))
+    return statistics.median(times)
+
+
+def random_model(model: torch.nn.Module) -> torch.nn.Module:
+    """Random weights (the published initialisation zeroes the output layers): norm gains near 1."""
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            gain = name.endswith("gamma") or (p.ndim == 1 and "norm" in name and name.endswith("weight"))
+            p.copy_(1.0 + 0.1 * torch.randn(p.shape, generator=g) if gain else
+                    torch.randn(p.shape, generator=g) * (0.02 if p.ndim > 1 else 0.1))
+    return model
+
+
+def dit_inputs(batch: int, frames: int = 32, device="cuda"):
+    g = torch.Generator(device=device).manual_seed(1)
+    r = lambda *s: torch.randn(*s, generator=g, device=device)
+    return (r(batch, frames, 512, 16), torch.rand(batch, generator=g, device=device) * 999,
+            {"cond_images": r(batch, frames, 1370, 1024), "static_latent": r(batch, 4096, 14),
+             "deformation_position_xyz": r(batch, 512, 3) * 0.3})
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--json")
+    ap.add_argument("--iters", type=int, default=10)
+    args = ap.parse_args()
+    dev = "cuda"
+    torch.backends.cuda.matmul.allow_tf32 = True
+    rows, results = [], {"device": torch.cuda.get_device_name(), "torch": torch.__version__}
+
+    dit = random_model(GVFDiT(GVFDiTConfig())).to(dev).eval()
+    for dtype_name, dtype in (("fp16", torch.float16), ("bf16", torch.bfloat16)):
+        for b in (1, 3):
+            x, t, cond = dit_inputs(b)
+            def fwd():
+                with torch.no_grad(), torch.autocast("cuda", dtype=dtype):
+                    return dit(x, t, **cond)
+            ms = cuda_time(fwd, iters=args.iters)
+            key = f"dit_b{b}"
+            results[f"{key}_{dtype_name}_autocast_ms"] = ms
+            rows.append((f"DiT forward B={b}, T=32 ({dtype_name} autocast)", PUBLISHED[key], TARGET[key], ms))
+    # agreement of half precision with fp32 on the same input
+    x, t, cond = dit_inputs(1)
+    with torch.no_grad():
+        ref = dit(x, t, **cond)
+        for dtype_name, dtype in (("fp16", torch.float16), ("bf16", torch.bfloat16)):
+            with torch.autocast("cuda", dtype=dtype):
+                out = dit(x, t, **cond).float()
+            results[f"dit_{dtype_name}_vs_fp32_rel_err"] = ((out - ref).norm() / ref.norm()).item()
+
+    # the sampler: 32 network evaluations, multistep, B=1, no guidance
+    schedule = DiscreteVPSchedule.cosine()
+    x, _, cond = dit_inputs(1)
+    def net(xx, tt, **c):
+        with torch.autocast("cuda", dtype=torch.float16):
+            return dit(xx, tt, **c).float()
+    def solve():
+        return DPMSolverPP(schedule).sample(ThreeWayGuidance(net, schedule, cond).noise, x, steps=32, method="multistep")
+    ms = cuda_time(solve, warmup=1, iters=3)
+    results["dpm_multistep_32nfe_ms"] = ms
+    rows.append(("DPM-Solver++ multistep, 32 NFE, B=1 (fp16)", PUBLISHED["dpm_32"], TARGET["dpm_32"], ms))
+    del dit
+    torch.cuda.empty_cache()
+
+    vae = random_model(MotionVAE(MotionVAEConfig())).to(dev).eval()
+    g = torch.Generator(device=dev).manual_seed(2)
+    latents = torch.randn(32, 512, 16, generator=g, device=dev)
+    gaussians = torch.randn(1, 196_608, 14, generator=g, device=dev) * 0.3
+    def decode():
+        with torch.no_grad(), torch.autocast("cuda", dtype=torch.float16):
+            return vae.decode(latents, gaussians)
+    decode()
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    base = torch.cuda.memory_allocated()
+    ms = cuda_time(decode, warmup=1, iters=max(3, args.iters // 2))
+    peak = (torch.cuda.max_memory_allocated() - base) / 2**30
+    results["vae_decode_196608x32_ms"] = ms
+    results["vae_decode_peak_gib"] = peak
+    rows.append((f"motion-VAE decode 196,608 x 32 (fp16; peak {peak:.2f} GiB)", PUBLISHED["vae_decode"], TARGET["vae_decode"], ms))
+
+    pts = torch.randn(1, 200_000, 3, device=dev)
+    ms = cuda_time(lambda: farthest_point_sampling(pts, 4096), warmup=1, iters=3)
+    results["fps_4096_of_200k_ms"] = ms
+    rows.append(("farthest point sampling 4096 of 200k", float("nan"), float("nan"), ms))
+
+    print(f"{results['device']}, torch {results['torch']}")
+    print(f"| step | published code (ms) | target (ms) | GVF4D (ms) |\n| --- | ---: | ---: | ---: |")
+    for name, pub, tgt, ours in rows:
+        print(f"| {name} | {pub:.1f} | {tgt:.1f} | {ours:.1f} |")
+    print(json.dumps(results, indent=1))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
