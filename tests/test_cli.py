@@ -16,7 +16,7 @@ def _gvf4d(*args, cwd=None):
 def test_demo_writes_a_valid_result_and_exports(tmp_path):
     out = tmp_path / "demo"
     r = _gvf4d("demo", "--out", str(out), "--frames", "5", "--gaussians-per-part", "60",
-               "--footage-size", "64", "--preview-size", "48")
+               "--footage-size", "64", "--fit-size", "48", "--fit-iterations", "5", "--preview-size", "48")
     assert r.returncode == 0, r.stderr
     f = GVF4DFile(out / "result.gvf4d")
     assert (f.num_frames, f.num_gaussians) == (5, 360)

@@ -9,8 +9,11 @@ from pathlib import Path
 
 def _cmd_demo(args) -> int:
     from .pipelines.demo import run_demo
+    from .engines.fit import FitSettings
+    fit = FitSettings(iterations_first=args.fit_iterations * 2, iterations=args.fit_iterations)
     outs = run_demo(Path(args.out), num_frames=args.frames, gaussians_per_part=args.gaussians_per_part,
-                    footage_size=args.footage_size, preview_size=args.preview_size, seed=args.seed)
+                    footage_size=args.footage_size, fit_size=args.fit_size, preview_size=args.preview_size,
+                    seed=args.seed, fit=fit)
     print(f"result:  {outs.result}\nply:     {outs.ply_dir}/\nglb:     {outs.glb}\npreview: {outs.preview}")
     return 0
 
@@ -80,11 +83,13 @@ def _cmd_weights(args) -> int:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="gvf4d", description="Video-to-4D Gaussian splats (GVF).")
     sub = p.add_subparsers(dest="command", required=True)
-    d = sub.add_parser("demo", help="synthetic shot -> footage -> .gvf4d result + PLY/GLB/preview (no GPU, no weights)")
+    d = sub.add_parser("demo", help="synthetic shot -> footage -> fit engine -> .gvf4d + PLY/GLB/preview + scores (no GPU, no weights)")
     d.add_argument("--out", default="outputs/demo")
     d.add_argument("--frames", type=int, default=32)
-    d.add_argument("--gaussians-per-part", type=int, default=800)
-    d.add_argument("--footage-size", type=int, default=128)
+    d.add_argument("--gaussians-per-part", type=int, default=400)
+    d.add_argument("--footage-size", type=int, default=256)
+    d.add_argument("--fit-size", type=int, default=128, help="resolution the fit engine works at")
+    d.add_argument("--fit-iterations", type=int, default=20, help="optimisation steps per frame")
     d.add_argument("--preview-size", type=int, default=192)
     d.add_argument("--seed", type=int, default=0)
     d.set_defaults(func=_cmd_demo)

@@ -1,20 +1,30 @@
-"""The demo: a synthetic shot with known ground truth, its footage, ingestion, a .gvf4d result and exports."""
+"""The demo: a synthetic shot with known ground truth -> its footage -> ingestion -> the artist's canonical
+splat (the shot's rest pose, as a .ply) -> the weights-free fit engine -> .gvf4d + exports -> scores."""
 from __future__ import annotations
 
+import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 from PIL import Image
 
-from ..exporters import write_ply_frames, write_points_glb, write_preview_video
-from ..footage import prepare_footage
+from ..canonical import Normalisation, load_splat_canonical
+from ..canonical.align import SilhouetteAlignment, align_to_footage
+from ..engines.fit import FitSettings, fit_variation_field
+from ..evaluation import format_scores, map_points, score
+from ..exporters import write_ply_frames, write_points_glb, write_preview_video, write_splat_ply
+from ..footage import PreparedFootage, prepare_footage
 from ..footage.video_io import write_mp4
-from ..rendering import FOOTAGE_FOV_X_DEG, FOOTAGE_RADIUS
+from ..rendering import FOOTAGE_FOV_X_DEG, FOOTAGE_RADIUS, footage_camera
+from ..progress import Progress
+from ..representations import AnimatedGaussians
 from ..result import write_result
-from ..synthetic import make_synthetic_shot, render_footage
+from ..synthetic import SyntheticShot, make_synthetic_shot, render_footage
 
 
 @dataclass
@@ -25,6 +35,7 @@ class DemoOutputs:
     preview: Path
     footage_dir: Path
     footage_video: Path
+    scores: dict
     timings: dict[str, float] = field(default_factory=dict)
 
 
@@ -45,48 +56,106 @@ def composite(frames: np.ndarray, background=(0, 177, 64)) -> np.ndarray:
     return (frames[..., :3] * a + np.asarray(background, np.float32) * (1 - a) + 0.5).astype(np.uint8)
 
 
-def run_demo(out: Path, num_frames: int = 32, gaussians_per_part: int = 800, footage_size: int = 128,
-             preview_size: int = 192, seed: int = 0, log: Callable[[str], None] = print) -> DemoOutputs:
+def fit_inputs(frames: np.ndarray, alphas: np.ndarray, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(T, 512, 512, 3) uint8 + (T, 512, 512) uint8 -> float tensors at size x size (area-averaged)."""
+    rgb = torch.from_numpy(frames).float().div(255).permute(0, 3, 1, 2)
+    a = torch.from_numpy(alphas).float().div(255)[:, None]
+    rgb = F.interpolate(rgb, size=(size, size), mode="area").permute(0, 2, 3, 1)
+    a = F.interpolate(a, size=(size, size), mode="area")[:, 0]
+    return rgb.contiguous(), a.contiguous()
+
+
+@dataclass
+class ShotReconstruction:
+    """The fit engine's result for a synthetic shot, in the result's space and mapped back to the truth's."""
+
+    animated: AnimatedGaussians          # the result, in its own space (what the .gvf4d stores)
+    truth: AnimatedGaussians             # the ground truth carried into the result's space
+    static_baseline: AnimatedGaussians   # the aligned canonical splat left static: what the engine must beat
+    prepared: PreparedFootage
+    alignment: SilhouetteAlignment
+    normalisation: Normalisation
+    canonical_ply: Path
+    footage_dir: Path
+
+
+def reconstruct_shot(shot: SyntheticShot, workdir: Path, footage_size: int = 256, fit_size: int = 128,
+                     fit: FitSettings = FitSettings(), progress: Optional[Progress] = None,
+                     lap: Callable[[str], None] = lambda name: None) -> ShotReconstruction:
+    """Renders the shot's footage into workdir/footage, ingests it, takes the shot's rest pose as the artist's
+    canonical .ply (workdir/canonical.ply), aligns it to the first frame and fits the variation field."""
+    workdir = Path(workdir)
+    rgba = render_footage(shot.animated, footage_size, footage_size).numpy()
+    footage_dir = workdir / "footage"
+    write_footage_frames(footage_dir, rgba)
+    write_mp4(workdir / "footage_greenscreen.mp4", composite(rgba), shot.fps)
+    canonical_ply = write_splat_ply(workdir / "canonical.ply", shot.animated.canonical)
+    lap("synthetic")
+    prepared = prepare_footage(footage_dir, count=shot.animated.num_frames, fps=shot.fps)
+    lap("ingest")
+    canonical, normalisation = load_splat_canonical(canonical_ply)
+    frames, alphas = fit_inputs(prepared.frames, prepared.alphas, fit_size)
+    camera = footage_camera(fit_size, fit_size)
+    alignment = align_to_footage(canonical, frames[0], alphas[0], camera)
+    lap("canonical")
+    animated = fit_variation_field(alignment.apply(canonical), frames, alphas, camera, fit, progress)
+    lap("fit")
+    # the truth in the result's space: the same unit-cube normalisation and alignment the canonical splat got
+    centre = torch.tensor(normalisation.centre)
+    off = torch.tensor(alignment.offset)
+    to_result = lambda p: (p - centre) * (normalisation.scale * alignment.scale) + off
+    truth = map_points(shot.animated, to_result, normalisation.scale * alignment.scale)
+    static = AnimatedGaussians.static(alignment.apply(canonical), shot.animated.num_frames)
+    return ShotReconstruction(animated, truth, static, prepared, alignment, normalisation, canonical_ply, footage_dir)
+
+
+def run_demo(out: Path, num_frames: int = 32, gaussians_per_part: int = 400, footage_size: int = 256,
+             fit_size: int = 128, preview_size: int = 192, seed: int = 0, fit: FitSettings = FitSettings(),
+             log: Callable[[str], None] = print) -> DemoOutputs:
     out = Path(out)
     timings: dict[str, float] = {}
+    clock = time.perf_counter()
 
-    def stage(name):
-        timings[name] = time.perf_counter()
+    def lap(name):
+        nonlocal clock
+        now = time.perf_counter()
+        timings[name] = now - clock
+        clock = now
 
-    stage("synthetic")
+    last = [-1.0]
+
+    def progress(stage, f):
+        if f - last[0] >= 0.1 or f >= 1.0:
+            last[0] = f
+            log(f"  {stage} {100 * f:5.1f}%")
+
     shot = make_synthetic_shot(num_frames=num_frames, gaussians_per_part=gaussians_per_part, seed=seed)
-    log(f"synthetic shot: {len(shot.animated.canonical)} Gaussians x {num_frames} frames")
-    rgba = render_footage(shot.animated, footage_size, footage_size).numpy()
-    footage_dir = out / "footage"
-    write_footage_frames(footage_dir, rgba)
-    footage_video = write_mp4(out / "footage_greenscreen.mp4", composite(rgba), shot.fps)
-    timings["synthetic"] = time.perf_counter() - timings["synthetic"]
-
-    stage("ingest")
-    prepared = prepare_footage(footage_dir, count=num_frames, fps=shot.fps)
-    timings["ingest"] = time.perf_counter() - timings["ingest"]
-    log(f"ingested {prepared.num_frames} frames from {footage_dir} (crop box {prepared.crop_box})")
-
+    log(f"synthetic shot: {len(shot.animated.canonical)} Gaussians x {num_frames} frames; fitting at {fit_size} px")
+    rec = reconstruct_shot(shot, out, footage_size, fit_size, fit, progress, lap)
     metadata = {
         "fps": shot.fps,
-        **prepared.to_metadata(),
+        **rec.prepared.to_metadata(),
         "camera": {"model": "orbit", "fov_x_deg": FOOTAGE_FOV_X_DEG, "radius": FOOTAGE_RADIUS, "azimuth_deg": 0.0,
-                   "elevation_deg": 0.0, "width": footage_size, "height": footage_size},
-        "engine": {"name": "synthetic-ground-truth", "checkpoints": []},
+                   "elevation_deg": 0.0, "width": fit_size, "height": fit_size},
+        "canonical": {"source": "splat", "path": str(rec.canonical_ply), "alignment": rec.alignment.to_json()},
+        "engine": {"name": "fit", "checkpoints": [], "settings": asdict(fit)},
         "seed": seed,
         "sampler": None,
-        "coordinates": {"normalisation": {"centre": [0.0, 0.0, 0.0], "scale": 1.0,
-                                          "note": "synthetic objects are built inside the unit cube"}},
+        "coordinates": {"normalisation": rec.normalisation.to_json()},
+        "timings": dict(timings),
     }
-    stage("write")
-    result = write_result(out / "result.gvf4d", shot.animated, metadata)
-    timings["write"] = time.perf_counter() - timings["write"]
-    stage("export")
+    result = write_result(out / "result.gvf4d", rec.animated, metadata)
     ply_dir = out / "ply"
-    write_ply_frames(ply_dir, shot.animated)
-    glb = write_points_glb(out / "result.glb", shot.animated, shot.fps)
-    preview = write_preview_video(out / "preview.mp4", shot.animated, shot.fps, size=preview_size)
-    timings["export"] = time.perf_counter() - timings["export"]
+    write_ply_frames(ply_dir, rec.animated)
+    glb = write_points_glb(out / "result.glb", rec.animated, shot.fps)
+    preview = write_preview_video(out / "preview.mp4", rec.animated, shot.fps, size=preview_size)
+    lap("export")
+    scores = score(rec.animated, rec.truth)
+    static = score(rec.static_baseline, rec.truth)
+    lap("score")
+    (out / "scores.json").write_text(json.dumps({"fit": scores, "static_baseline": static}, indent=2))
+    log("scores against the ground truth (renders of the result vs renders of the true animation; static = no motion):")
+    log(format_scores(scores, static))
     for k, v in timings.items():
         log(f"  {k:10s} {v:7.2f} s")
-    return DemoOutputs(result, ply_dir, glb, preview, footage_dir, footage_video, timings)
+    return DemoOutputs(result, ply_dir, glb, preview, rec.footage_dir, out / "footage_greenscreen.mp4", scores, timings)

@@ -5,7 +5,8 @@ Jacobian's off-screen clamp, a 0.3 px^2 low-pass added to every 2D covariance, G
 camera depth, alpha = min(0.999, opacity * exp(-sigma)), contributions below 1/255 skipped, and a pixel
 finished once its transmittance would fall to 1e-4. Pixel centres are at (x + 0.5, y + 0.5).
 
-Work is split into bands of rows; each band only sees the Gaussians whose 3-sigma extent reaches it.
+Work is split into 16x16-pixel tiles, as gsplat does; a tile only sees the Gaussians whose 3-sigma box
+reaches it, and many tiles are composited at once as one batched tensor computation.
 """
 from __future__ import annotations
 
@@ -64,50 +65,73 @@ def project_gaussians(means: Tensor, quats: Tensor, scales: Tensor, viewmats: Te
 def rasterize_reference(means: Tensor, quats: Tensor, scales: Tensor, opacities: Tensor, colors: Tensor,
                         viewmats: Tensor, Ks: Tensor, width: int, height: int,
                         backgrounds: Tensor | None = None, near_plane: float = 0.01,
-                        far_plane: float = 1e10, eps2d: float = 0.3, band_rows: int = 16):
+                        far_plane: float = 1e10, eps2d: float = 0.3, tile_size: int = 16, tile_batch: int = 16):
     """Renders C images.
 
     means (N, 3), quats (N, 4) wxyz, scales (N, 3), opacities (N,), colors (N, D) or (C, N, D),
     viewmats (C, 4, 4), Ks (C, 3, 3), backgrounds (C, D) or None.
     Returns colors (C, H, W, D) and alphas (C, H, W, 1).
+
+    The image is cut into tile_size^2 tiles; each tile composites only the Gaussians whose 3-sigma box
+    reaches it (in depth order), tile_batch tiles at a time as one batched tensor computation.
     """
     C = viewmats.shape[0]
     if colors.ndim == 2:
         colors = colors[None].expand(C, -1, -1)
     D = colors.shape[-1]
+    dev, dt = means.device, means.dtype
     means2d, conics, depths, radii = project_gaussians(means, quats, scales, viewmats, Ks, width, height,
                                                        near_plane, far_plane, eps2d)
+    tiles_x, tiles_y = -(-width // tile_size), -(-height // tile_size)
+    ty, tx = torch.meshgrid(torch.arange(tiles_y, device=dev), torch.arange(tiles_x, device=dev), indexing="ij")
+    tile_xy = torch.stack([tx.reshape(-1), ty.reshape(-1)], -1) * tile_size          # (n_tiles, 2) corner
+    py, px = torch.meshgrid(torch.arange(tile_size, device=dev), torch.arange(tile_size, device=dev), indexing="ij")
+    offsets = torch.stack([px.reshape(-1), py.reshape(-1)], -1).to(dt) + 0.5           # (P, 2) pixel centres
     out_rgb, out_alpha = [], []
-    xs = torch.arange(width, device=means.device, dtype=means.dtype) + 0.5
     for ci in range(C):
         vis = torch.nonzero(radii[ci] > 0).squeeze(1)
-        vis = vis[torch.argsort(depths[ci, vis], stable=True)]
+        vis = vis[torch.argsort(depths[ci, vis], stable=True)]                        # front to back
         m2, con, rad = means2d[ci, vis], conics[ci, vis], radii[ci, vis]
         op, col = opacities[vis], colors[ci, vis]
-        top, bottom = (m2[:, 1] - rad).detach(), (m2[:, 1] + rad).detach()
-        rgb_rows, alpha_rows = [], []
-        for y0 in range(0, height, band_rows):
-            y1 = min(height, y0 + band_rows)
-            sel = torch.nonzero((bottom > y0) & (top < y1)).squeeze(1)
-            ys = torch.arange(y0, y1, device=means.device, dtype=means.dtype) + 0.5
-            if sel.numel() == 0:
-                rgb_rows.append(torch.zeros(y1 - y0, width, D, dtype=means.dtype, device=means.device))
-                alpha_rows.append(torch.zeros(y1 - y0, width, 1, dtype=means.dtype, device=means.device))
-                continue
-            mm, cc = m2[sel], con[sel]
-            dx = xs[None, :, None] - mm[None, None, :, 0]                   # (h, W, n)
-            dy = ys[:, None, None] - mm[None, None, :, 1]
-            sigma = 0.5 * (cc[:, 0] * dx * dx + cc[:, 2] * dy * dy) + cc[:, 1] * dx * dy
-            alpha = torch.clamp(op[sel] * torch.exp(-sigma), max=ALPHA_MAX)
-            alpha = torch.where((sigma >= 0) & (alpha >= ALPHA_MIN), alpha, torch.zeros_like(alpha))
+        lo = ((m2.detach() - rad[:, None]) / tile_size).floor()                      # (n, 2) first tile touched
+        hi = ((m2.detach() + rad[:, None]) / tile_size).floor()
+        tiles = tile_xy // tile_size                                                   # (n_tiles, 2)
+        hit = ((lo[None] <= tiles[:, None]) & (hi[None] >= tiles[:, None])).all(-1)    # (n_tiles, n)
+        counts = hit.sum(1)
+        # busy tiles first, so each batch pads to a similar count; empty tiles stay background
+        order = torch.argsort(counts, descending=True)
+        order = order[counts[order] > 0]
+        rgb_t = torch.zeros(tile_xy.shape[0], offsets.shape[0], D, device=dev, dtype=dt)
+        alpha_t = torch.zeros(tile_xy.shape[0], offsets.shape[0], 1, device=dev, dtype=dt)
+        for t0 in range(0, order.shape[0], tile_batch):
+            sel = order[t0:t0 + tile_batch]
+            k = int(counts[sel[0]])
+            # the first k hits of every tile, still in depth order (a stable sort puts hits first)
+            idx = torch.sort((~hit[sel]).to(torch.int8), dim=1, stable=True).indices[:, :k]   # (b, k)
+            valid = torch.arange(k, device=dev)[None] < counts[sel][:, None]          # (b, k)
+            pix = tile_xy[sel].to(dt)[:, None, :] + offsets[None]                      # (b, P, 2)
+            mm, cc = m2[idx], con[idx]                                                 # (b, k, 2|3)
+            dx = pix[:, :, None, 0] - mm[:, None, :, 0]                                # (b, P, k)
+            dy = pix[:, :, None, 1] - mm[:, None, :, 1]
+            sigma = 0.5 * (cc[:, None, :, 0] * dx * dx + cc[:, None, :, 2] * dy * dy) + cc[:, None, :, 1] * dx * dy
+            alpha = torch.clamp(op[idx][:, None, :] * torch.exp(-sigma), max=ALPHA_MAX)
+            keep = valid[:, None, :] & (sigma >= 0) & (alpha >= ALPHA_MIN)
+            alpha = torch.where(keep, alpha, torch.zeros_like(alpha))
             trans_incl = torch.cumprod(1.0 - alpha, dim=-1)
             trans_excl = torch.cat([torch.ones_like(trans_incl[..., :1]), trans_incl[..., :-1]], -1)
-            weights = alpha * trans_excl * (trans_incl > TRANSMITTANCE_MIN)
-            rgb_rows.append(weights @ col[sel])
-            alpha_rows.append(weights.sum(-1, keepdim=True))
-        rgb, alpha = torch.cat(rgb_rows, 0), torch.cat(alpha_rows, 0)
+            weights = alpha * trans_excl * (trans_incl > TRANSMITTANCE_MIN)          # (b, P, k)
+            rgb_t = rgb_t.index_put((sel,), torch.bmm(weights, col[idx]))
+            alpha_t = alpha_t.index_put((sel,), weights.sum(-1, keepdim=True))
+        rgb = _untile(rgb_t, tiles_y, tiles_x, tile_size)[:height, :width]
+        alpha = _untile(alpha_t, tiles_y, tiles_x, tile_size)[:height, :width]
         if backgrounds is not None:
             rgb = rgb + (1.0 - alpha) * backgrounds[ci]
         out_rgb.append(rgb)
         out_alpha.append(alpha)
     return torch.stack(out_rgb), torch.stack(out_alpha)
+
+
+def _untile(t: Tensor, tiles_y: int, tiles_x: int, tile: int) -> Tensor:
+    """(tiles_y * tiles_x, tile * tile, D) -> (tiles_y * tile, tiles_x * tile, D)."""
+    D = t.shape[-1]
+    return t.reshape(tiles_y, tiles_x, tile, tile, D).permute(0, 2, 1, 3, 4).reshape(tiles_y * tile, tiles_x * tile, D)

@@ -1,0 +1,91 @@
+"""Fitting a canonical splat to the footage's first frame: a uniform scale and an offset, first from the
+silhouettes' boxes (centre and size), then refined by gradient descent on the photometric and silhouette
+difference of the render from the footage camera.
+
+(The published pipeline also searches the azimuth with CLIP; that search belongs to the canonical stage.)
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import torch
+from torch import Tensor
+
+from ..rendering import Cameras, rasterize
+from ..representations import Gaussians
+
+
+@dataclass
+class SilhouetteAlignment:
+    """aligned = original * scale + offset (world units)."""
+
+    scale: float
+    offset: tuple[float, float, float]
+
+    def apply(self, g: Gaussians) -> Gaussians:
+        off = torch.tensor(self.offset, dtype=g.means.dtype, device=g.means.device)
+        return replace(g, means=g.means * self.scale + off, scales=g.scales * self.scale)
+
+    def invert_points(self, p: Tensor) -> Tensor:
+        return (p - torch.tensor(self.offset, dtype=p.dtype, device=p.device)) / self.scale
+
+    def to_json(self) -> dict:
+        return {"scale": self.scale, "offset": list(self.offset), "meaning": "aligned = original * scale + offset"}
+
+
+def _box(alpha: Tensor) -> tuple[float, float, float]:
+    """(centre x, centre y, size) of alpha > 0.5 in pixels."""
+    ys, xs = torch.nonzero(alpha > 0.5, as_tuple=True)
+    if xs.numel() == 0:
+        raise ValueError("empty silhouette")
+    x0, x1, y0, y1 = xs.min().item(), xs.max().item() + 1, ys.min().item(), ys.max().item() + 1
+    return (x0 + x1) / 2, (y0 + y1) / 2, max(x1 - x0, y1 - y0)
+
+
+def align_to_footage(g: Gaussians, rgb: Tensor, alpha: Tensor, camera: Cameras, box_iterations: int = 3,
+                     refine_iterations: int = 40, lr: float = 5e-3) -> SilhouetteAlignment:
+    """rgb (H, W, 3) over white and alpha (H, W) in [0, 1]: the footage's first frame as seen by `camera`."""
+    init = align_to_silhouette(g, alpha, camera, box_iterations)
+    log_scale = torch.zeros((), requires_grad=True)
+    offset = torch.tensor(init.offset, requires_grad=True)
+    centre = init.apply(g).means.mean(0).detach()
+    opt = torch.optim.Adam([{"params": [offset], "lr": lr}, {"params": [log_scale], "lr": lr}])
+    white = torch.ones(1, 3)
+    for _ in range(refine_iterations):
+        k = log_scale.exp()
+        means = (g.means * init.scale + offset - centre) * k + centre
+        r, a = rasterize(means, g.quats, g.scales * init.scale * k, g.opacities, g.rgb, camera.viewmats, camera.Ks,
+                         camera.width, camera.height, backgrounds=white)
+        loss = (r[0] - rgb).abs().mean() + (a[0, ..., 0] - alpha).abs().mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    k = float(log_scale.detach().exp())
+    # (orig * s0 + off - centre) * k + centre = orig * (s0 k) + (off - centre) * k + centre
+    return SilhouetteAlignment(init.scale * k, tuple(((offset.detach() - centre) * k + centre).tolist()))
+
+
+def align_to_silhouette(g: Gaussians, alpha: Tensor, camera: Cameras, iterations: int = 3) -> SilhouetteAlignment:
+    """Box-based: alpha (H, W) in [0, 1], the footage's first-frame silhouette as seen by `camera` (one camera)."""
+    scale, offset = 1.0, torch.zeros(3)
+    R, t = camera.viewmats[0, :3, :3], camera.viewmats[0, :3, 3]
+    f = camera.Ks[0, 0, 0].item()
+    tx, ty, ts = _box(alpha)
+    for _ in range(iterations):
+        cur = SilhouetteAlignment(scale, tuple(offset.tolist()))
+        a = cur.apply(g)
+        with torch.no_grad():
+            _, ra = rasterize(a.means, a.quats, a.scales, a.opacities, a.rgb, camera.viewmats, camera.Ks,
+                              camera.width, camera.height)
+        rx, ry, rs = _box(ra[0, ..., 0])
+        centre_cam = R @ a.means.mean(0) + t
+        depth = centre_cam[2].item()
+        # scale about the splat's centre so its silhouette size matches, then shift it in the image plane
+        k = ts / rs
+        centre = a.means.mean(0)
+        shift_cam = torch.tensor([(tx - rx) * depth / f, (ty - ry) * depth / f, 0.0])
+        new_centre_world = centre + R.T @ shift_cam
+        # new = (orig*scale + offset - centre)*k + new_centre
+        scale = scale * k
+        offset = (offset - centre) * k + new_centre_world
+    return SilhouetteAlignment(float(scale), tuple(float(v) for v in offset))

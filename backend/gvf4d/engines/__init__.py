@@ -1,0 +1,1 @@
+"""Engines that produce the variation field (per-frame tracks) for a canonical splat."""

@@ -1,0 +1,132 @@
+"""The weights-free `fit` engine: the variation field fitted to the footage by analysis by synthesis.
+
+Motion model: K control nodes placed by farthest-point sampling on the canonical splat; per frame each node
+has a rotation (unit quaternion) and a translation. A Gaussian follows its `knn` nearest nodes with
+normalised Gaussian weights (linear blend of the node transforms; its orientation turns with the blended
+node rotation). Frames are solved in order, each starting from the previous one, against the footage frame
+with the differentiable rasterizer:
+    L1(rgb) + w_ssim (1 - SSIM) + w_sil L1(alpha)                  photometric + silhouette
+    + w_arap |R_i (c_j - c_i) - (c_j + t_j - c_i - t_i)|^2 / h^2   as-rigid-as-possible between nodes
+    + w_smooth (|t - t_prev|^2 / h^2 + |q - q_prev|^2)             temporal smoothness
+so parts the camera does not see move with their neighbours.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ..metrics import ssim
+from ..models.fps import farthest_point_sampling
+from ..progress import Progress, ShouldCancel, check_cancel
+from ..rendering import Cameras, rasterize
+from ..representations import AnimatedGaussians, Gaussians
+from ..representations.rotation import quat_multiply, quat_to_rotmat
+
+
+@dataclass
+class FitSettings:
+    num_nodes: int = 160
+    knn: int = 4
+    node_neighbours: int = 6
+    iterations_first: int = 40
+    iterations: int = 20
+    lr_translation: float = 6e-3
+    lr_rotation: float = 3e-2
+    w_ssim: float = 0.2
+    w_silhouette: float = 1.0
+    w_arap: float = 0.5
+    w_smooth: float = 0.02
+
+
+@dataclass
+class NodeGraph:
+    """nodes (K, 3); gaussian_nodes (N, k) indices; gaussian_weights (N, k); neighbours (K, m); spacing h."""
+
+    nodes: Tensor
+    gaussian_nodes: Tensor
+    gaussian_weights: Tensor
+    neighbours: Tensor
+    spacing: float
+
+    @classmethod
+    def build(cls, means: Tensor, num_nodes: int, knn: int, neighbours: int) -> "NodeGraph":
+        k_nodes = min(num_nodes, means.shape[0])
+        nodes = means[farthest_point_sampling(means[None], k_nodes)[0]]
+        nn_d = torch.cdist(nodes, nodes)
+        spacing = float(nn_d.topk(2, largest=False).values[:, 1].mean())
+        d, idx = torch.cdist(means, nodes).topk(min(knn, k_nodes), largest=False)
+        w = torch.exp(-d.square() / (2 * spacing ** 2))
+        w = w / w.sum(-1, keepdim=True).clamp_min(1e-12)
+        nbr = nn_d.topk(min(neighbours + 1, k_nodes), largest=False).indices[:, 1:]
+        return cls(nodes, idx, w, nbr, spacing)
+
+    def deform(self, canonical: Gaussians, rot: Tensor, trans: Tensor) -> tuple[Tensor, Tensor]:
+        """rot (K, 4), trans (K, 3) -> means (N, 3), quats (N, 4)."""
+        R = quat_to_rotmat(rot)                                       # (K, 3, 3)
+        idx, w = self.gaussian_nodes, self.gaussian_weights
+        c = self.nodes[idx]                                           # (N, k, 3)
+        moved = torch.einsum("nkij,nkj->nki", R[idx], canonical.means[:, None] - c) + c + trans[idx]
+        means = (w[..., None] * moved).sum(1)
+        q = F.normalize(rot, dim=-1)[idx]
+        q = torch.where((q * q[:, :1]).sum(-1, keepdim=True) < 0, -q, q)   # one hemisphere before blending
+        blended = F.normalize((w[..., None] * q).sum(1), dim=-1)
+        return means, quat_multiply(blended, canonical.quats)
+
+    def arap(self, rot: Tensor, trans: Tensor) -> Tensor:
+        R = quat_to_rotmat(rot)
+        ci, cj = self.nodes[:, None], self.nodes[self.neighbours]
+        rest = torch.einsum("kij,kmj->kmi", R, cj - ci)
+        now = (cj + trans[self.neighbours]) - (ci + trans[:, None])
+        return (rest - now).square().sum(-1).mean() / self.spacing ** 2
+
+
+def fit_variation_field(canonical: Gaussians, frames: Tensor, alphas: Tensor, camera: Cameras,
+                        settings: FitSettings = FitSettings(), progress: Optional[Progress] = None,
+                        should_cancel: Optional[ShouldCancel] = None) -> AnimatedGaussians:
+    """frames (T, H, W, 3) in [0, 1] over white, alphas (T, H, W) in [0, 1], camera: the footage camera at H x W.
+    Returns the canonical splat with per-frame positions and rotations."""
+    T = frames.shape[0]
+    graph = NodeGraph.build(canonical.means.detach(), settings.num_nodes, settings.knn, settings.node_neighbours)
+    K = graph.nodes.shape[0]
+    rot = torch.zeros(K, 4)
+    rot[:, 0] = 1
+    trans = torch.zeros(K, 3)
+    white = torch.ones(1, 3)
+    colours = canonical.rgb.detach()
+    positions, quats = [], []
+    total = settings.iterations_first + (T - 1) * settings.iterations
+    done = 0
+    for t in range(T):
+        prev_rot, prev_trans = rot.detach().clone(), trans.detach().clone()
+        rot_p = prev_rot.clone().requires_grad_()
+        trans_p = prev_trans.clone().requires_grad_()
+        opt = torch.optim.Adam([{"params": [trans_p], "lr": settings.lr_translation},
+                                {"params": [rot_p], "lr": settings.lr_rotation}])
+        target, target_a = frames[t], alphas[t][..., None]
+        for _ in range(settings.iterations_first if t == 0 else settings.iterations):
+            check_cancel(should_cancel)
+            means, q = graph.deform(canonical, rot_p, trans_p)
+            rgb, a = rasterize(means, q, canonical.scales, canonical.opacities, colours, camera.viewmats, camera.Ks,
+                               camera.width, camera.height, backgrounds=white, backend="auto")
+            loss = ((rgb[0] - target).abs().mean() + settings.w_ssim * (1 - ssim(rgb[0], target))
+                    + settings.w_silhouette * (a[0] - target_a).abs().mean()
+                    + settings.w_arap * graph.arap(rot_p, trans_p))
+            if t > 0:
+                loss = loss + settings.w_smooth * ((trans_p - prev_trans).square().sum(-1).mean() / graph.spacing ** 2
+                                                   + (rot_p - prev_rot).square().sum(-1).mean())
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            done += 1
+            if progress:
+                progress("fit", done / total)
+        rot, trans = F.normalize(rot_p.detach(), dim=-1), trans_p.detach()
+        with torch.no_grad():
+            m, q = graph.deform(canonical, rot, trans)
+        positions.append(m)
+        quats.append(q)
+    return AnimatedGaussians(canonical=canonical, positions=torch.stack(positions), quats=torch.stack(quats))
