@@ -68,7 +68,7 @@ def test_generate_end_to_end_with_small_weights(tmp_path, small_weights, shot_fi
     out = tmp_path / "take1.gvf4d"
     r = subprocess.run([sys.executable, "-m", "gvf4d.cli", "generate", str(root / "footage"), "--out", str(out),
                         "--canonical", "splat", str(root / "canonical.ply"), "--weights", str(small_weights),
-                        "--frames", "4", "--method", "multistep", "--steps", "3", "--seed", "7", "--guidance", "1.5", "3"],
+                        "--frames", "4", "--engine", "gvf", "--method", "multistep", "--steps", "3", "--seed", "7", "--guidance", "1.5", "3"],
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr
     f = GVF4DFile(out)
@@ -89,7 +89,7 @@ def test_generate_end_to_end_with_small_weights(tmp_path, small_weights, shot_fi
 def test_generate_without_weights_or_with_wrong_weights_is_clear(tmp_path, small_weights, shot_files):
     root, _ = shot_files
     base = [sys.executable, "-m", "gvf4d.cli", "generate", str(root / "footage"), "--out", str(tmp_path / "x.gvf4d"),
-            "--canonical", "splat", str(root / "canonical.ply"), "--frames", "4"]
+            "--canonical", "splat", str(root / "canonical.ply"), "--frames", "4", "--engine", "gvf"]
     r = subprocess.run(base + ["--weights", str(tmp_path / "empty")], capture_output=True, text=True, timeout=300)
     assert r.returncode == 2 and "ema_diffusion_0.9999_500000.pt: missing" in r.stderr and "Traceback" not in r.stderr
     cfg = small_weights / "gvf" / CONFIG_FILE
@@ -115,3 +115,21 @@ def test_weights_command_reports_and_converts(small_weights):
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 1 and "HASH MISMATCH" in r.stdout
     assert "gvf/static_std.safetensors" in lock
+
+
+def test_generate_fit_engine_with_stage_cache_and_exports(tmp_path, shot_files):
+    root, shot = shot_files
+    base = [sys.executable, "-m", "gvf4d.cli", "generate", str(root / "footage"), "--canonical", "splat",
+            str(root / "canonical.ply"), "--frames", "4", "--fit-size", "48", "--cache", str(tmp_path / "cache")]
+    r1 = subprocess.run(base + ["--out", str(tmp_path / "a.gvf4d"), "--fit-iterations", "2", "--export", "glb"],
+                        capture_output=True, text=True, timeout=600)
+    assert r1.returncode == 0, r1.stderr
+    assert "reused" not in r1.stderr and (tmp_path / "a.glb").is_file()
+    r2 = subprocess.run(base + ["--out", str(tmp_path / "b.gvf4d"), "--fit-iterations", "3"],
+                        capture_output=True, text=True, timeout=600)
+    assert r2.returncode == 0, r2.stderr
+    assert "reused stages: ingest, canonical, align" in r2.stderr
+    a, b = GVF4DFile(tmp_path / "a.gvf4d"), GVF4DFile(tmp_path / "b.gvf4d")
+    assert a.metadata["engine"]["name"] == "fit" and b.metadata["reused_stages"] == ["ingest", "canonical", "align"]
+    assert a.metadata["canonical"]["alignment"] == b.metadata["canonical"]["alignment"]
+    assert np.abs(np.asarray(a.array("frames.position")) - np.asarray(b.array("frames.position"))).max() > 0

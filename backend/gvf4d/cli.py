@@ -41,25 +41,43 @@ def _cmd_info(args) -> int:
     return 0
 
 
-def _cmd_generate(args) -> int:
-    from .pipelines.generate import GenerateRequest, generate
+def _generate_request(args):
+    """A GenerateRequest from the generate/submit arguments."""
+    from .engines.fit import FitSettings
+    from .pipelines.generate import GenerateRequest
     from .pipelines.gvf import GVFSettings
     kind = args.canonical[0]
-    path = Path(args.canonical[1]) if len(args.canonical) > 1 else None
-    req = GenerateRequest(
-        footage=Path(args.footage), out=Path(args.out), canonical=(kind, path), engine=args.engine,
-        weights=Path(args.weights) if args.weights else None, frames=args.frames, start=args.start, end=args.end,
-        stride=args.stride, matte=args.matte, fps=args.fps, device=args.device,
+    path = Path(args.canonical[1]).resolve() if len(args.canonical) > 1 else None
+    return GenerateRequest(
+        footage=Path(args.footage).resolve(), out=Path(args.out).resolve() if args.out else Path("result.gvf4d"),
+        canonical=(kind, path), engine=args.engine,
+        weights=Path(args.weights).resolve() if args.weights else None, frames=args.frames, start=args.start,
+        end=args.end, stride=args.stride, matte=args.matte, fps=args.fps, device=args.device, fit_size=args.fit_size,
+        fit=FitSettings(iterations_first=2 * args.fit_iterations, iterations=args.fit_iterations),
         gvf=GVFSettings(seed=args.seed, method=args.method, steps=args.steps, guidance_scale=args.guidance[0],
-                        guidance_scale2=args.guidance[1], precision=args.precision))
+                        guidance_scale2=args.guidance[1], precision=args.precision),
+        exports=tuple(args.export))
+
+
+def _progress_printer():
     last = {}
 
     def progress(stage, fraction):
-        if last.get(stage, -1) + 0.1 <= fraction or fraction >= 1.0:
+        if last.get(stage, -1) + 0.1 <= fraction or fraction >= 1.0 and last.get(stage) != 1.0:
             last[stage] = fraction
             print(f"  {stage:10s} {100 * fraction:5.1f}%", file=sys.stderr)
-    out = generate(req, progress)
-    print(out)
+    return progress
+
+
+def _cmd_generate(args) -> int:
+    from .pipelines.generate import generate
+    from .pipelines.stage_cache import StageCache
+    outcome = generate(_generate_request(args), _progress_printer(),
+                       cache=StageCache(Path(args.cache)) if args.cache else None)
+    if outcome.reused:
+        print(f"reused stages: {', '.join(outcome.reused)}", file=sys.stderr)
+    for f in outcome.files:
+        print(f)
     return 0
 
 
@@ -78,6 +96,34 @@ def _cmd_weights(args) -> int:
         print(f"  {r.name:17s} {r.status:13s} {size}  {r.path or ''}")
     bad = [r for r in rows if r.status in ("missing", "HASH MISMATCH")]
     return 1 if bad else 0
+
+
+def add_job_arguments(p: argparse.ArgumentParser) -> None:
+    """The settings of one generation job (shared by generate and submit)."""
+    p.add_argument("footage", help="a video file, a folder of images, or one image of a numbered sequence")
+    p.add_argument("--out", help="the .gvf4d file to write (submit: the service picks one in the job's folder)")
+    p.add_argument("--engine", default="fit", choices=["fit", "gvf"],
+                   help="fit: weights-free, fitted to the footage; gvf: the published diffusion model (needs --weights)")
+    p.add_argument("--canonical", nargs="+", default=["splat"], metavar=("KIND", "PATH"),
+                   help="splat PATH.ply (an artist's 3DGS splat)")
+    p.add_argument("--weights", help="folder with gvf/ (published checkpoints) and dinov2/")
+    p.add_argument("--frames", type=int, default=32, help="frames to use (the published model uses 32)")
+    p.add_argument("--start", type=int, default=0)
+    p.add_argument("--end", type=int, default=None)
+    p.add_argument("--stride", type=int, default=1)
+    p.add_argument("--fps", type=float, default=None, help="override the footage's frame rate")
+    p.add_argument("--matte", default="auto", help="auto | alpha | model | chroma[:#rrggbb[:tol]] | masks:DIR")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--method", default="adaptive", choices=["adaptive", "multistep"])
+    p.add_argument("--steps", type=int, default=100, help="multistep steps")
+    p.add_argument("--guidance", type=float, nargs=2, default=[1.0, 1.0], metavar=("G1", "G2"),
+                   help="three-way guidance scales (canonical, frames); 1 1 = no guidance")
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16", "bf16"])
+    p.add_argument("--device", default="auto")
+    p.add_argument("--fit-size", type=int, default=128, help="fit engine: working resolution (px)")
+    p.add_argument("--fit-iterations", type=int, default=20, help="fit engine: optimisation steps per frame")
+    p.add_argument("--export", action="append", default=[], choices=["ply", "glb", "preview"],
+                   help="also write per-frame PLYs, a GLB or a preview video beside the result (repeatable)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -99,25 +145,8 @@ def build_parser() -> argparse.ArgumentParser:
     i.set_defaults(func=_cmd_info)
 
     g = sub.add_parser("generate", help="footage -> .gvf4d with an engine")
-    g.add_argument("footage", help="a video file, a folder of images, or one image of a numbered sequence")
-    g.add_argument("--out", required=True, help="the .gvf4d file to write")
-    g.add_argument("--engine", default="gvf", choices=["gvf"])
-    g.add_argument("--canonical", nargs="+", default=["splat"], metavar=("KIND", "PATH"),
-                   help="splat PATH.ply (an artist's 3DGS splat)")
-    g.add_argument("--weights", help="folder with gvf/ (published checkpoints) and dinov2/")
-    g.add_argument("--frames", type=int, default=32, help="frames to use (the published model uses 32)")
-    g.add_argument("--start", type=int, default=0)
-    g.add_argument("--end", type=int, default=None)
-    g.add_argument("--stride", type=int, default=1)
-    g.add_argument("--fps", type=float, default=None, help="override the footage's frame rate")
-    g.add_argument("--matte", default="auto", help="auto | alpha | model | chroma[:#rrggbb[:tol]] | masks:DIR")
-    g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--method", default="adaptive", choices=["adaptive", "multistep"])
-    g.add_argument("--steps", type=int, default=100, help="multistep steps")
-    g.add_argument("--guidance", type=float, nargs=2, default=[1.0, 1.0], metavar=("G1", "G2"),
-                   help="three-way guidance scales (canonical, frames); 1 1 = no guidance")
-    g.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16", "bf16"])
-    g.add_argument("--device", default="auto")
+    add_job_arguments(g)
+    g.add_argument("--cache", help="a folder for the per-shot stage cache (reruns reuse ingestion, canonical, ...)")
     g.set_defaults(func=_cmd_generate)
 
     w = sub.add_parser("weights", help="show, verify, convert or download the model weights")
