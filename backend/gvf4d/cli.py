@@ -98,6 +98,69 @@ def _cmd_weights(args) -> int:
     return 1 if bad else 0
 
 
+def _client(args):
+    from .service.client import BackendClient
+    from .service.server import default_data_dir
+    if args.url:
+        if not args.token:
+            raise ValueError("--url needs --token")
+        return BackendClient(args.url, args.token)
+    return BackendClient.from_lock(Path(args.data) if args.data else default_data_dir())
+
+
+def _cmd_serve(args) -> int:
+    from .service.server import serve
+    serve(args.host, args.port, Path(args.data) if args.data else None, args.allow_remote)
+    return 0
+
+
+def _cmd_submit(args) -> int:
+    kind = args.canonical[0]
+    if len(args.canonical) < 2:
+        raise ValueError("--canonical needs a path: --canonical splat PATH.ply")
+    body = {"footage": str(Path(args.footage).resolve()), "canonical": kind,
+            "canonical_path": str(Path(args.canonical[1]).resolve()), "engine": args.engine,
+            "weights": str(Path(args.weights).resolve()) if args.weights else None, "frames": args.frames,
+            "start": args.start, "end": args.end, "stride": args.stride, "matte": args.matte, "fps": args.fps,
+            "seed": args.seed, "method": args.method, "steps": args.steps, "guidance": list(args.guidance),
+            "fit_size": args.fit_size, "fit_iterations": args.fit_iterations, "exports": args.export}
+    client = _client(args)
+    job = client.submit(body)
+    print(job["id"])
+    if args.wait:
+        for j in client.follow(job["id"]):
+            print(f"  {j['state']:10s} {j['stage']:10s} {100 * j['progress']:5.1f}%", file=sys.stderr)
+        if j["state"] != "done":
+            print(f"gvf4d: job {j['id']} {j['state']}: {j.get('error') or ''}", file=sys.stderr)
+            return 1
+        if args.out:
+            client.download(j["id"], j["result"], Path(args.out))
+            print(args.out)
+    return 0
+
+
+def _cmd_status(args) -> int:
+    client = _client(args)
+    jobs = [client.job(args.job)] if args.job else client.jobs()
+    for j in jobs:
+        extra = j.get("error") or j.get("result") or ""
+        print(f"{j['id']}  {j['state']:11s} {j['stage']:10s} {100 * j['progress']:5.1f}%  {extra}")
+    return 0
+
+
+def _cmd_cancel(args) -> int:
+    j = _client(args).cancel(args.job)
+    print(f"{j['id']}  {j['state']}")
+    return 0
+
+
+def _add_connection(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", help="the backend's data folder holding its lock file (default: $GVF4D_HOME or "
+                                  "~/.local/share/gvf4d)")
+    p.add_argument("--url", help="a backend's address instead of the lock file (needs --token)")
+    p.add_argument("--token")
+
+
 def add_job_arguments(p: argparse.ArgumentParser) -> None:
     """The settings of one generation job (shared by generate and submit)."""
     p.add_argument("footage", help="a video file, a folder of images, or one image of a numbered sequence")
@@ -149,6 +212,26 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--cache", help="a folder for the per-shot stage cache (reruns reuse ingestion, canonical, ...)")
     g.set_defaults(func=_cmd_generate)
 
+    sv = sub.add_parser("serve", help="run the local backend service (HTTP API, job queue, GPU worker)")
+    sv.add_argument("--host", default="127.0.0.1")
+    sv.add_argument("--port", type=int, default=0, help="0 picks a free port (written to the lock file)")
+    sv.add_argument("--data", help="data folder: jobs, cache, lock file (default: $GVF4D_HOME or ~/.local/share/gvf4d)")
+    sv.add_argument("--allow-remote", action="store_true", help="allow binding to a non-loopback address")
+    sv.set_defaults(func=_cmd_serve)
+    sb = sub.add_parser("submit", help="submit a job to a running backend")
+    add_job_arguments(sb)
+    _add_connection(sb)
+    sb.add_argument("--wait", action="store_true", help="follow the job to its end (and download to --out)")
+    sb.set_defaults(func=_cmd_submit)
+    st = sub.add_parser("status", help="list a backend's jobs, or show one")
+    st.add_argument("job", nargs="?")
+    _add_connection(st)
+    st.set_defaults(func=_cmd_status)
+    cc = sub.add_parser("cancel", help="cancel a job")
+    cc.add_argument("job")
+    _add_connection(cc)
+    cc.set_defaults(func=_cmd_cancel)
+
     w = sub.add_parser("weights", help="show, verify, convert or download the model weights")
     w.add_argument("--weights", required=True, help="the weights folder")
     w.add_argument("--verify", action="store_true", help="hash every file and compare with weights.lock.json")
@@ -163,10 +246,12 @@ def main(argv=None) -> int:
     from .footage import FootageError
     from .models.weights import WeightsError
     from .result import ResultFileError
+    from .service.client import BackendError
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (FootageError, ResultFileError, WeightsError, SplatPlyError, ValueError) as e:
+    except (FootageError, ResultFileError, WeightsError, SplatPlyError, ValueError, BackendError,
+            FileNotFoundError) as e:
         print(f"gvf4d: error: {e}", file=sys.stderr)
         return 2
 

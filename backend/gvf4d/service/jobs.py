@@ -1,0 +1,47 @@
+"""The job request as the API takes it (JSON), and its translation into a GenerateRequest."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal, Optional
+
+from pydantic import BaseModel, Field
+
+from ..engines.fit import FitSettings
+from ..pipelines.generate import GenerateRequest
+from ..pipelines.gvf import GVFSettings
+
+
+class JobRequest(BaseModel):
+    """A generation job. Paths are on the backend's machine."""
+
+    footage: str = Field(description="video file, image folder, or one image of a numbered sequence")
+    canonical: Literal["splat"] = "splat"
+    canonical_path: str = Field(description="the canonical splat (.ply)")
+    engine: Literal["fit", "gvf"] = "fit"
+    weights: Optional[str] = None
+    frames: int = Field(32, ge=1, le=512)
+    start: int = Field(0, ge=0)
+    end: Optional[int] = Field(None, ge=1)
+    stride: int = Field(1, ge=1, le=1000)
+    matte: str = "auto"
+    fps: Optional[float] = Field(None, gt=0, le=1000)
+    seed: int = Field(0, ge=0, le=2**31 - 1)
+    method: Literal["adaptive", "multistep"] = "adaptive"
+    steps: int = Field(100, ge=1, le=1000)
+    guidance: tuple[float, float] = (1.0, 1.0)
+    fit_size: int = Field(128, ge=16, le=1024)
+    fit_iterations: int = Field(20, ge=1, le=1000)
+    exports: list[Literal["ply", "glb", "preview"]] = []
+    name: str = Field("result", pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="the result's file name (no folders)")
+
+
+def request_from_json(data: dict, job_dir: Path) -> GenerateRequest:
+    r = JobRequest.model_validate(data)
+    return GenerateRequest(
+        footage=Path(r.footage), out=job_dir / f"{r.name}.gvf4d", canonical=(r.canonical, Path(r.canonical_path)),
+        engine=r.engine, weights=Path(r.weights) if r.weights else None, frames=r.frames, start=r.start, end=r.end,
+        stride=r.stride, matte=r.matte, fps=r.fps, fit_size=r.fit_size,
+        fit=FitSettings(iterations_first=2 * r.fit_iterations, iterations=r.fit_iterations),
+        gvf=GVFSettings(seed=r.seed, method=r.method, steps=r.steps, guidance_scale=r.guidance[0],
+                        guidance_scale2=r.guidance[1]),
+        exports=tuple(r.exports))
