@@ -40,9 +40,10 @@ def _truncate(shot, t):
 
 
 def test_fit_follows_the_footage_on_a_small_shot(tmp_path):
-    """Frames 0-9 of a 32-frame shot, fitted at 64 px with few Gaussians. The threshold comes from the fit
-    engine table in docs/benchmarks.md (at 128 px over 32 frames every shot's input view scores well above
-    30 dB and far above the static baseline); here we ask for 30 dB and a clear gain over the static splat."""
+    """Frames 0-9 of a 32-frame shot, fitted at 64 px with few Gaussians. Thresholds from the fit-engine table in
+    docs/benchmarks.md: over 32 frames at 128 px the input view scores 27.7-34.5 dB (31.9 mean), 7-12 dB above
+    the static splat, with the track error 35-55% lower. These 10 frames move less than a whole cycle, so we
+    ask for 30 dB, at least 3 dB over static, and a track error at most 70% of static's."""
     shot = _truncate(make_synthetic_shot(num_frames=32, gaussians_per_part=150, seed=4), 10)
     rec = reconstruct_shot(shot, tmp_path, footage_size=128, fit_size=64,
                            fit=FitSettings(iterations_first=40, iterations=15))

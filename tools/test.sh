@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
-# Installs into .venv/ (with the test pins) and runs the whole test suite.
+# Installs into .venv/ and .venv-blender/ (with the test pins) and runs the whole test suite:
+# the backend's tests, then the add-on's tests in real Blender (bpy).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bash "$root/tools/bootstrap.sh" --test
 cd "$root"
-exec .venv/bin/python -m pytest -q tests "$@"
+status=0
+.venv/bin/python -m pytest -q tests "$@" || status=$?
+.venv-blender/bin/python -m pytest -q -p no:cacheprovider tests_blender || status=$?
+exit $status

@@ -148,7 +148,7 @@ def make_synthetic_shot(num_frames: int = 32, gaussians_per_part: int = 800, see
 
 def render_footage(animated: AnimatedGaussians, width: int = 128, height: int = 128) -> Tensor:
     """Renders every frame from the footage camera: (T, H, W, 4) uint8 RGBA, straight (not premultiplied)."""
-    cam = footage_camera(width, height)
+    cam = footage_camera(width, height).to(animated.positions.device)
     frames = []
     with torch.no_grad():
         for t in range(animated.num_frames):
@@ -157,4 +157,4 @@ def render_footage(animated: AnimatedGaussians, width: int = 128, height: int = 
             a = alpha[0]
             straight = torch.where(a > 1e-6, rgb[0] / a.clamp_min(1e-6), torch.zeros_like(rgb[0]))
             frames.append(torch.cat([straight, a], -1))
-    return (torch.stack(frames).clamp(0, 1) * 255 + 0.5).to(torch.uint8)
+    return (torch.stack(frames).clamp(0, 1) * 255 + 0.5).to(torch.uint8).cpu()

@@ -45,12 +45,14 @@ def _box(alpha: Tensor) -> tuple[float, float, float]:
 def align_to_footage(g: Gaussians, rgb: Tensor, alpha: Tensor, camera: Cameras, box_iterations: int = 3,
                      refine_iterations: int = 40, lr: float = 5e-3) -> SilhouetteAlignment:
     """rgb (H, W, 3) over white and alpha (H, W) in [0, 1]: the footage's first frame as seen by `camera`."""
+    dev = g.means.device
+    camera = camera.to(dev)
     init = align_to_silhouette(g, alpha, camera, box_iterations)
-    log_scale = torch.zeros((), requires_grad=True)
-    offset = torch.tensor(init.offset, requires_grad=True)
+    log_scale = torch.zeros((), device=dev, requires_grad=True)
+    offset = torch.tensor(init.offset, device=dev, requires_grad=True)
     centre = init.apply(g).means.mean(0).detach()
     opt = torch.optim.Adam([{"params": [offset], "lr": lr}, {"params": [log_scale], "lr": lr}])
-    white = torch.ones(1, 3)
+    white = torch.ones(1, 3, device=dev)
     for _ in range(refine_iterations):
         k = log_scale.exp()
         means = (g.means * init.scale + offset - centre) * k + centre
@@ -67,7 +69,9 @@ def align_to_footage(g: Gaussians, rgb: Tensor, alpha: Tensor, camera: Cameras, 
 
 def align_to_silhouette(g: Gaussians, alpha: Tensor, camera: Cameras, iterations: int = 3) -> SilhouetteAlignment:
     """Box-based: alpha (H, W) in [0, 1], the footage's first-frame silhouette as seen by `camera` (one camera)."""
-    scale, offset = 1.0, torch.zeros(3)
+    dev = g.means.device
+    camera = camera.to(dev)
+    scale, offset = 1.0, torch.zeros(3, device=dev)
     R, t = camera.viewmats[0, :3, :3], camera.viewmats[0, :3, 3]
     f = camera.Ks[0, 0, 0].item()
     tx, ty, ts = _box(alpha)
@@ -83,7 +87,7 @@ def align_to_silhouette(g: Gaussians, alpha: Tensor, camera: Cameras, iterations
         # scale about the splat's centre so its silhouette size matches, then shift it in the image plane
         k = ts / rs
         centre = a.means.mean(0)
-        shift_cam = torch.tensor([(tx - rx) * depth / f, (ty - ry) * depth / f, 0.0])
+        shift_cam = torch.tensor([(tx - rx) * depth / f, (ty - ry) * depth / f, 0.0], device=dev)
         new_centre_world = centre + R.T @ shift_cam
         # new = (orig*scale + offset - centre)*k + new_centre
         scale = scale * k

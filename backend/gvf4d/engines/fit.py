@@ -88,14 +88,17 @@ def fit_variation_field(canonical: Gaussians, frames: Tensor, alphas: Tensor, ca
                         settings: FitSettings = FitSettings(), progress: Optional[Progress] = None,
                         should_cancel: Optional[ShouldCancel] = None) -> AnimatedGaussians:
     """frames (T, H, W, 3) in [0, 1] over white, alphas (T, H, W) in [0, 1], camera: the footage camera at H x W.
+    Runs on the canonical splat's device (gsplat's CUDA rasterizer there when available).
     Returns the canonical splat with per-frame positions and rotations."""
     T = frames.shape[0]
+    dev = canonical.means.device
+    frames, alphas, camera = frames.to(dev), alphas.to(dev), camera.to(dev)
     graph = NodeGraph.build(canonical.means.detach(), settings.num_nodes, settings.knn, settings.node_neighbours)
     K = graph.nodes.shape[0]
-    rot = torch.zeros(K, 4)
+    rot = torch.zeros(K, 4, device=dev)
     rot[:, 0] = 1
-    trans = torch.zeros(K, 3)
-    white = torch.ones(1, 3)
+    trans = torch.zeros(K, 3, device=dev)
+    white = torch.ones(1, 3, device=dev)
     colours = canonical.rgb.detach()
     positions, quats = [], []
     total = settings.iterations_first + (T - 1) * settings.iterations

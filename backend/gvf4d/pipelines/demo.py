@@ -81,11 +81,11 @@ class ShotReconstruction:
 
 def reconstruct_shot(shot: SyntheticShot, workdir: Path, footage_size: int = 256, fit_size: int = 128,
                      fit: FitSettings = FitSettings(), progress: Optional[Progress] = None,
-                     lap: Callable[[str], None] = lambda name: None) -> ShotReconstruction:
+                     lap: Callable[[str], None] = lambda name: None, device: str = "cpu") -> ShotReconstruction:
     """Renders the shot's footage into workdir/footage, ingests it, takes the shot's rest pose as the artist's
     canonical .ply (workdir/canonical.ply), aligns it to the first frame and fits the variation field."""
     workdir = Path(workdir)
-    rgba = render_footage(shot.animated, footage_size, footage_size).numpy()
+    rgba = render_footage(shot.animated.to(device), footage_size, footage_size).numpy()
     footage_dir = workdir / "footage"
     write_footage_frames(footage_dir, rgba)
     write_mp4(workdir / "footage_greenscreen.mp4", composite(rgba), shot.fps)
@@ -94,12 +94,17 @@ def reconstruct_shot(shot: SyntheticShot, workdir: Path, footage_size: int = 256
     prepared = prepare_footage(footage_dir, count=shot.animated.num_frames, fps=shot.fps)
     lap("ingest")
     canonical, normalisation = load_splat_canonical(canonical_ply)
+    canonical = canonical.to(device)
     frames, alphas = fit_inputs(prepared.frames, prepared.alphas, fit_size)
-    camera = footage_camera(fit_size, fit_size)
+    frames, alphas = frames.to(device), alphas.to(device)
+    camera = footage_camera(fit_size, fit_size).to(device)
     alignment = align_to_footage(canonical, frames[0], alphas[0], camera)
     lap("canonical")
-    animated = fit_variation_field(alignment.apply(canonical), frames, alphas, camera, fit, progress)
+    animated = fit_variation_field(alignment.apply(canonical), frames, alphas, camera, fit, progress).to("cpu")
+    if device != "cpu":
+        torch.cuda.synchronize()
     lap("fit")
+    canonical = canonical.to("cpu")
     # the truth in the result's space: the same unit-cube normalisation and alignment the canonical splat got
     centre = torch.tensor(normalisation.centre)
     off = torch.tensor(alignment.offset)

@@ -107,6 +107,11 @@ class AnimatedGaussians:
             sh_dc=c.sh_dc if self.sh_dc is None else self.sh_dc[t],
         )
 
+    def to(self, *args, **kwargs) -> "AnimatedGaussians":
+        return AnimatedGaussians(canonical=self.canonical.to(*args, **kwargs),
+                                 **{k: (None if getattr(self, k) is None else getattr(self, k).to(*args, **kwargs))
+                                    for k in self.TRACKS})
+
     @classmethod
     def static(cls, g: Gaussians, num_frames: int) -> "AnimatedGaussians":
         return cls(canonical=g, positions=g.means[None].expand(num_frames, -1, -1).clone())
