@@ -1,11 +1,67 @@
 """GVF4D for Blender: footage of a moving object -> animated 3D Gaussian splat (canonical splat + variation field).
 
-This release imports .gvf4d results (keyframed splats or the deformed extracted mesh) and exports them to
-glTF and Alembic. Talking to the backend (submit, progress, takes) arrives in a later release.
-bpy is imported inside register() and the submodules, so result_file.py stays importable without Blender.
+Generate sends the shot to the GVF4D backend (a separate process, `gvf4d serve`), follows the job from a timer
+without blocking the UI, downloads the result next to the .blend and imports it (keyframed splats or the
+deformed mesh); every run is a take in the shot's history, saved in the .blend. Results export to glTF and
+Alembic. bpy is imported inside register() and the submodules, so result_file.py stays importable anywhere.
 """
 
 _classes = []
+_following: dict = {}   # shot -> take index being followed by the timer
+
+
+def follow_step():
+    """The timer's body: one poll of every followed take; imports finished results. Returns the next delay."""
+    import bpy
+    from pathlib import Path
+
+    from . import importer, jobs, takes
+    from .backend import BackendError
+    scene = bpy.context.scene
+    settings = scene.gvf4d
+    for shot, index in list(_following.items()):
+        try:
+            job = jobs.poll_take(scene, _backend(bpy.context), shot, index, _results_dir())
+        except BackendError as e:
+            settings.status = str(e)
+            _following.pop(shot)
+            continue
+        settings.status = f"{job['state']}: {job['stage']} {100 * job['progress']:.0f}%"
+        settings.progress = job["progress"]
+        if job["state"] in jobs.FINISHED:
+            _following.pop(shot)
+            take = takes.takes(scene, shot)[index]
+            if job["state"] == "done":
+                importer_fn = importer.import_mesh if settings.import_as == "MESH" else importer.import_splats
+                kwargs = {} if settings.import_as == "MESH" else {"display": settings.display}
+                obj = importer_fn(take["result"], name=f"{Path(shot).stem}_take{index}",
+                                  frame_start=settings.frame_start, **kwargs)
+                obj["gvf4d_shot"], obj["gvf4d_take"] = shot, index
+                takes.set_active(scene, shot, index)
+                settings.status = f"take {index} imported ({', '.join(job.get('reused_stages') or []) or 'no'} stages reused)"
+            else:
+                settings.status = f"take {index} {job['state']}: {job.get('error') or ''}"
+    return 0.5 if _following else None
+
+
+def _prefs(context):
+    addon = context.preferences.addons.get(__package__)
+    return addon.preferences if addon else None
+
+
+def _backend(context):
+    from .backend import find_backend
+    p = _prefs(context)
+    return find_backend(p.backend_url, p.token, p.data_dir) if p else find_backend()
+
+
+def _results_dir():
+    import bpy
+    from pathlib import Path
+    if bpy.data.filepath:
+        return Path(bpy.path.abspath("//gvf4d_results"))
+    import tempfile
+    return Path(tempfile.gettempdir()) / "gvf4d_results"
 
 
 def register():
@@ -65,6 +121,97 @@ def register():
                 exporters.export_alembic(obj, str(self.filepath).rsplit(".", 1)[0] + ".abc")
             return {"FINISHED"}
 
+    class GVF4DPreferences(bpy.types.AddonPreferences):
+        bl_idname = __package__
+        backend_url: bpy.props.StringProperty(name="Backend URL", description="Leave empty to use the local backend's lock file")
+        token: bpy.props.StringProperty(name="Token", subtype="PASSWORD")
+        data_dir: bpy.props.StringProperty(name="Backend data folder", subtype="DIR_PATH",
+                                           description="Where `gvf4d serve` keeps its lock file (default ~/.local/share/gvf4d)")
+
+        def draw(self, context):
+            col = self.layout.column()
+            col.prop(self, "data_dir")
+            col.prop(self, "backend_url")
+            col.prop(self, "token")
+            col.operator("gvf4d.check_backend", icon="CHECKMARK")
+
+    class GVF4DSettings(bpy.types.PropertyGroup):
+        footage: bpy.props.StringProperty(name="Footage", subtype="FILE_PATH",
+                                          description="Video file, image folder or one image of a sequence")
+        canonical: bpy.props.StringProperty(name="Canonical splat", subtype="FILE_PATH", description="A 3DGS .ply")
+        engine: bpy.props.EnumProperty(name="Engine", items=[("fit", "Fit (no weights)", ""), ("gvf", "GVF diffusion", "")])
+        weights: bpy.props.StringProperty(name="Weights", subtype="DIR_PATH")
+        frames: bpy.props.IntProperty(name="Frames", default=32, min=1, max=512)
+        start: bpy.props.IntProperty(name="First footage frame", default=0, min=0)
+        stride: bpy.props.IntProperty(name="Stride", default=1, min=1)
+        seed: bpy.props.IntProperty(name="Seed", default=0, min=0)
+        fit_iterations: bpy.props.IntProperty(name="Fit steps per frame", default=20, min=1)
+        frame_start: bpy.props.IntProperty(name="Scene start frame", default=1)
+        import_as: bpy.props.EnumProperty(name="Import as", items=[("SPLATS", "Keyframed splats", ""), ("MESH", "Deformed mesh", "")])
+        display: bpy.props.EnumProperty(name="Display", items=[("splat", "Splats", ""), ("points", "Points", "")])
+        status: bpy.props.StringProperty(name="Status")
+        progress: bpy.props.FloatProperty(name="Progress", min=0.0, max=1.0, subtype="FACTOR")
+
+        def request(self) -> dict:
+            return {"footage": bpy.path.abspath(self.footage), "canonical_path": bpy.path.abspath(self.canonical),
+                    "engine": self.engine, "weights": bpy.path.abspath(self.weights) if self.weights else None,
+                    "frames": self.frames, "start": self.start, "stride": self.stride, "seed": self.seed,
+                    "fit_iterations": self.fit_iterations}
+
+    class GVF4D_OT_generate(bpy.types.Operator):
+        """Send this shot to the GVF4D backend; the result is imported as a new take when it is ready"""
+        bl_idname = "gvf4d.generate"
+        bl_label = "Generate"
+
+        def execute(self, context):
+            from . import jobs
+            from .backend import BackendError
+            s = context.scene.gvf4d
+            shot = bpy.path.abspath(s.footage)
+            try:
+                take = jobs.submit_take(context.scene, _backend(context), shot, s.request())
+            except BackendError as e:
+                self.report({"ERROR"}, str(e))
+                return {"CANCELLED"}
+            _following[shot] = take["index"]
+            s.status, s.progress = f"take {take['index']} queued", 0.0
+            if not bpy.app.timers.is_registered(follow_step):
+                bpy.app.timers.register(follow_step, first_interval=0.5)
+            return {"FINISHED"}
+
+    class GVF4D_OT_cancel(bpy.types.Operator):
+        """Cancel the shot's running take"""
+        bl_idname = "gvf4d.cancel"
+        bl_label = "Cancel"
+
+        def execute(self, context):
+            from . import takes
+            from .backend import BackendError
+            shot = bpy.path.abspath(context.scene.gvf4d.footage)
+            if shot not in _following:
+                return {"CANCELLED"}
+            try:
+                _backend(context).cancel(takes.takes(context.scene, shot)[_following[shot]]["job"])
+            except BackendError as e:
+                self.report({"ERROR"}, str(e))
+                return {"CANCELLED"}
+            return {"FINISHED"}
+
+    class GVF4D_OT_check_backend(bpy.types.Operator):
+        """Ask the backend for its versions and GPU"""
+        bl_idname = "gvf4d.check_backend"
+        bl_label = "Check backend"
+
+        def execute(self, context):
+            from .backend import BackendError
+            try:
+                h = _backend(context).health()
+            except BackendError as e:
+                self.report({"ERROR"}, str(e))
+                return {"CANCELLED"}
+            self.report({"INFO"}, f"GVF4D {h['version']}, torch {h['torch']}, GPU: {h['gpu'] or 'none (CPU)'}")
+            return {"FINISHED"}
+
     class GVF4D_PT_panel(bpy.types.Panel):
         bl_label = "GVF4D"
         bl_idname = "GVF4D_PT_panel"
@@ -73,7 +220,24 @@ def register():
         bl_category = "GVF4D"
 
         def draw(self, context):
+            s = context.scene.gvf4d
             col = self.layout.column()
+            for name in ("footage", "start", "stride", "frames", "canonical", "engine"):
+                col.prop(s, name)
+            if s.engine == "gvf":
+                col.prop(s, "weights")
+                col.prop(s, "seed")
+            else:
+                col.prop(s, "fit_iterations")
+            col.prop(s, "frame_start")
+            col.prop(s, "import_as")
+            row = col.row()
+            row.operator(GVF4D_OT_generate.bl_idname, icon="PLAY")
+            row.operator(GVF4D_OT_cancel.bl_idname, icon="CANCEL")
+            if s.status:
+                col.label(text=s.status)
+                col.prop(s, "progress", text="")
+            col.separator()
             col.operator(GVF4D_OT_import.bl_idname, icon="IMPORT")
             obj = context.active_object
             if obj is not None and "gvf4d_frames" in obj:
@@ -84,9 +248,11 @@ def register():
     def menu_import(self, context):
         self.layout.operator(GVF4D_OT_import.bl_idname, text="GVF4D Result (.gvf4d)")
 
-    _classes[:] = [GVF4D_OT_import, GVF4D_OT_export, GVF4D_PT_panel]
+    _classes[:] = [GVF4DPreferences, GVF4DSettings, GVF4D_OT_import, GVF4D_OT_export, GVF4D_OT_generate,
+                   GVF4D_OT_cancel, GVF4D_OT_check_backend, GVF4D_PT_panel]
     for cls in _classes:
         bpy.utils.register_class(cls)
+    bpy.types.Scene.gvf4d = bpy.props.PointerProperty(type=GVF4DSettings)
     bpy.types.TOPBAR_MT_file_import.append(menu_import)
     _classes.append(menu_import)
 
@@ -97,6 +263,10 @@ def unregister():
         return
     menu = _classes.pop()
     bpy.types.TOPBAR_MT_file_import.remove(menu)
+    if bpy.app.timers.is_registered(follow_step):
+        bpy.app.timers.unregister(follow_step)
+    _following.clear()
+    del bpy.types.Scene.gvf4d
     for cls in reversed(_classes):
         bpy.utils.unregister_class(cls)
     _classes.clear()

@@ -121,12 +121,18 @@ def import_mesh(path, name: str | None = None, frame_start: int = 1, collection=
     return obj
 
 
+def _ensure_nodes(mat) -> None:
+    """Blender 5 materials always have a node tree; 4.x ones need use_nodes switched on."""
+    if mat.node_tree is None:
+        mat.use_nodes = True
+
+
 def _vertex_colour_material():
     mat = bpy.data.materials.get("GVF4D Mesh Material")
     if mat:
         return mat
     mat = bpy.data.materials.new("GVF4D Mesh Material")
-    mat.use_nodes = True
+    _ensure_nodes(mat)
     nt = mat.node_tree
     attr = nt.nodes.new("ShaderNodeAttribute")
     attr.attribute_name = "color"
@@ -140,7 +146,7 @@ def splat_material():
     if mat:
         return mat
     mat = bpy.data.materials.new(MATERIAL)
-    mat.use_nodes = True
+    _ensure_nodes(mat)
     nt = mat.node_tree
     nt.nodes.clear()
     out = nt.nodes.new("ShaderNodeOutputMaterial")

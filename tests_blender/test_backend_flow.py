@@ -1,0 +1,104 @@
+"""Submit -> progress -> import, driven through the add-on against a real backend process on loopback."""
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+import bpy
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def backend(tmp_path_factory):
+    data = tmp_path_factory.mktemp("backend")
+    proc = subprocess.Popen([str(ROOT / ".venv/bin/gvf4d"), "serve", "--data", str(data)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    lock = data / "backend.lock.json"
+    for _ in range(600):
+        if lock.is_file():
+            break
+        assert proc.poll() is None, proc.stderr.read()
+        time.sleep(0.1)
+    time.sleep(1.0)
+    old = os.environ.get("GVF4D_HOME")
+    os.environ["GVF4D_HOME"] = str(data)
+    yield proc, data
+    os.environ.pop("GVF4D_HOME") if old is None else os.environ.__setitem__("GVF4D_HOME", old)
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+
+
+@pytest.fixture()
+def addon():
+    import gvf_blender
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+    gvf_blender.register()
+    yield gvf_blender
+    gvf_blender.unregister()
+
+
+def follow(addon, timeout=300):
+    t0 = time.time()
+    while addon.follow_step() is not None:
+        assert time.time() - t0 < timeout, bpy.context.scene.gvf4d.status
+        time.sleep(0.2)
+
+
+def test_generate_imports_takes_and_history_survives_reopen(backend, addon, fixture_dir, tmp_path):
+    from gvf_blender import takes
+    s = bpy.context.scene.gvf4d
+    s.footage, s.canonical = str(fixture_dir / "footage"), str(fixture_dir / "canonical.ply")
+    s.frames, s.fit_iterations, s.frame_start = 4, 2, 7
+    assert bpy.ops.gvf4d.check_backend() == {"FINISHED"}
+    assert bpy.ops.gvf4d.generate() == {"FINISHED"}
+    follow(addon)
+    shot = str(fixture_dir / "footage")
+    history = takes.takes(bpy.context.scene, shot)
+    assert history[0]["state"] == "done" and Path(history[0]["result"]).is_file(), history
+    obj = next(o for o in bpy.context.scene.objects if o.get("gvf4d_take") == 0)
+    assert obj["gvf4d_frames"] == 4 and obj["gvf4d_frame_start"] == 7
+    assert "imported" in s.status
+    # rerun with other settings: a second take, the backend reuses the shot's stages
+    s.fit_iterations = 3
+    assert bpy.ops.gvf4d.generate() == {"FINISHED"}
+    follow(addon)
+    history = takes.takes(bpy.context.scene, shot)
+    assert [t["state"] for t in history] == ["done", "done"]
+    assert history[1]["reused_stages"] == ["ingest", "canonical", "align"]
+    assert takes.active(bpy.context.scene, shot)["index"] == 1
+    takes.set_active(bpy.context.scene, shot, 0)
+    blend = tmp_path / "shot.blend"
+    bpy.ops.wm.save_as_mainfile(filepath=str(blend))
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+    assert takes.takes(bpy.context.scene, shot) == []
+    bpy.ops.wm.open_mainfile(filepath=str(blend))
+    reopened = takes.takes(bpy.context.scene, shot)
+    assert len(reopened) == 2 and reopened[1]["settings"]["fit_iterations"] == 3
+    assert takes.active(bpy.context.scene, shot)["index"] == 0
+
+
+def test_cancel_and_readable_errors(backend, addon, fixture_dir):
+    from gvf_blender import takes
+    s = bpy.context.scene.gvf4d
+    s.footage, s.canonical = str(fixture_dir / "footage"), str(fixture_dir / "canonical.ply")
+    s.frames, s.fit_iterations = 4, 500
+    assert bpy.ops.gvf4d.generate() == {"FINISHED"}
+    shot = str(fixture_dir / "footage")
+    for _ in range(600):
+        addon.follow_step()
+        if takes.takes(bpy.context.scene, shot)[-1]["state"] == "running":
+            break
+        time.sleep(0.1)
+    assert bpy.ops.gvf4d.cancel() == {"FINISHED"}
+    follow(addon, timeout=120)
+    assert takes.takes(bpy.context.scene, shot)[-1]["state"] == "cancelled"
+    # the backend names a missing file in words
+    s.canonical = str(fixture_dir / "nope.ply")
+    with pytest.raises(RuntimeError, match="canonical splat .*nope.ply does not exist"):
+        bpy.ops.gvf4d.generate()
