@@ -11,3 +11,14 @@ sys.path.insert(0, str(ROOT))  # gvf_blender (the add-on) is imported from the c
 def small_shot():
     from gvf4d.synthetic import make_synthetic_shot
     return make_synthetic_shot(num_frames=6, gaussians_per_part=60, seed=1)
+
+
+@pytest.fixture(scope="session")
+def shot_files(tmp_path_factory):
+    """A 4-frame synthetic shot on disk: (folder with footage/ and canonical.ply, the shot)."""
+    from gvf4d.pipelines.demo import write_shot_files
+    from gvf4d.synthetic import make_synthetic_shot
+    root = tmp_path_factory.mktemp("shot")
+    shot = make_synthetic_shot(num_frames=4, gaussians_per_part=40, seed=3)
+    write_shot_files(shot, root, 64)
+    return root, shot

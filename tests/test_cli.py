@@ -3,7 +3,6 @@ import subprocess
 import sys
 
 import av
-import numpy as np
 import pygltflib
 
 from gvf_blender.result_file import GVF4DFile

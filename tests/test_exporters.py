@@ -1,5 +1,3 @@
-import struct
-
 import av
 import numpy as np
 import pygltflib

@@ -7,12 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from gvf4d.exporters import write_splat_ply
 from gvf4d.models.gvf_dit import GVFDiT, GVFDiTConfig
 from gvf4d.models.motion_vae import MotionVAE, MotionVAEConfig
-from gvf4d.pipelines.demo import write_footage_frames
 from gvf4d.pipelines.gvf import CONFIG_FILE, GVF_FILES
-from gvf4d.synthetic import make_synthetic_shot, render_footage
 from gvf_blender.result_file import GVF4DFile
 
 DIT = dict(resolution=64, model_channels=64, num_blocks=2, num_heads=4, image_cond_channels=32)
@@ -40,15 +37,6 @@ def small_weights(tmp_path_factory):
                                     image_size=518, patch_size=14, num_register_tokens=4)
     Dinov2WithRegistersModel(cfg).save_pretrained(root / "dinov2")
     return root
-
-
-@pytest.fixture(scope="module")
-def shot_files(tmp_path_factory):
-    root = tmp_path_factory.mktemp("shot")
-    shot = make_synthetic_shot(num_frames=4, gaussians_per_part=40, seed=3)
-    write_footage_frames(root / "footage", render_footage(shot.animated, 64, 64).numpy())
-    write_splat_ply(root / "canonical.ply", shot.animated.canonical)
-    return root, shot
 
 
 def test_dinov2_features_layout(small_weights):

@@ -10,10 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from gvf4d.exporters import write_splat_ply
-from gvf4d.pipelines.demo import write_footage_frames
 from gvf4d.service.client import BackendClient, BackendError
-from gvf4d.synthetic import make_synthetic_shot, render_footage
 from gvf_blender.result_file import GVF4DFile
 
 
@@ -49,12 +46,8 @@ class Server:
 
 
 @pytest.fixture(scope="module")
-def shot(tmp_path_factory):
-    root = tmp_path_factory.mktemp("shot")
-    s = make_synthetic_shot(num_frames=4, gaussians_per_part=40, seed=5)
-    write_footage_frames(root / "footage", render_footage(s.animated, 64, 64).numpy())
-    write_splat_ply(root / "canonical.ply", s.animated.canonical)
-    return root
+def shot(shot_files):
+    return shot_files[0]
 
 
 @pytest.fixture(scope="module")

@@ -1,5 +1,4 @@
 """Submit -> progress -> import, driven through the add-on against a real backend process on loopback."""
-import json
 import os
 import signal
 import subprocess

@@ -41,7 +41,7 @@ def main():
     for display in ("points", "splat"):
         bpy.ops.wm.read_factory_settings(use_empty=True)
         t0 = time.perf_counter()
-        obj = importer.import_splats(path, display=display)
+        importer.import_splats(path, display=display)
         t1 = time.perf_counter()
         bpy.context.scene.frame_set(5)
         bpy.context.evaluated_depsgraph_get()

@@ -10,8 +10,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import torch
-
 from gvf4d.engines.fit import FitSettings
 from gvf4d.evaluation import score
 from gvf4d.pipelines.demo import reconstruct_shot

@@ -15,10 +15,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from gvf4d.exporters import write_splat_ply
-from gvf4d.pipelines.demo import write_footage_frames
+from gvf4d.pipelines.demo import write_shot_files
 from gvf4d.service.client import BackendClient, BackendError
-from gvf4d.synthetic import make_synthetic_shot, render_footage
+from gvf4d.synthetic import make_synthetic_shot
 
 
 def main() -> None:
@@ -26,9 +25,7 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, default=5)
     args = ap.parse_args()
     root = Path(tempfile.mkdtemp(prefix="gvf4d-bench-"))
-    shot = make_synthetic_shot(num_frames=4, gaussians_per_part=40)
-    write_footage_frames(root / "footage", render_footage(shot.animated, 64, 64).numpy())
-    write_splat_ply(root / "canonical.ply", shot.animated.canonical)
+    write_shot_files(make_synthetic_shot(num_frames=4, gaussians_per_part=40), root, 64)
     proc = subprocess.Popen([sys.executable, "-m", "gvf4d.cli", "serve", "--data", str(root / "data")],
                             stderr=subprocess.DEVNULL)
     try:

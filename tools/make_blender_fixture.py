@@ -22,12 +22,8 @@ def main(out: Path) -> None:
     mesh = {"vertices": v, "faces": faces, "colors": a.canonical.rgb[:40].clamp(0, 1), "frames": a.positions[:, :40]}
     write_result(out / "shot.gvf4d", a, {"fps": 24.0, "engine": {"name": "synthetic-ground-truth"}}, mesh=mesh)
     # a shot for the backend: its footage and the artist's canonical splat
-    from gvf4d.exporters import write_splat_ply
-    from gvf4d.pipelines.demo import write_footage_frames
-    from gvf4d.synthetic import render_footage
-    small = make_synthetic_shot(num_frames=4, gaussians_per_part=40, seed=2)
-    write_footage_frames(out / "footage", render_footage(small.animated, 64, 64).numpy())
-    write_splat_ply(out / "canonical.ply", small.animated.canonical)
+    from gvf4d.pipelines.demo import write_shot_files
+    write_shot_files(make_synthetic_shot(num_frames=4, gaussians_per_part=40, seed=2), out, 64)
     np.savez(out / "expected.npz", positions=a.positions.numpy(), rgb=a.canonical.rgb.clamp(0, 1).numpy(),
              opacity=a.canonical.opacities.numpy(), scales=a.scales.numpy(), quats=a.quats.numpy(),
              mesh_frames=a.positions[:, :40].numpy(), faces=faces.numpy())

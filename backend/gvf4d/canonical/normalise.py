@@ -3,8 +3,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-import torch
-
 from ..representations import Gaussians
 
 

@@ -50,6 +50,16 @@ def write_footage_frames(folder: Path, frames: np.ndarray) -> list[Path]:
     return paths
 
 
+def write_shot_files(shot: SyntheticShot, folder: Path, footage_size: int, device: str = "cpu") -> tuple[Path, Path]:
+    """What an artist would bring for a synthetic shot: its footage (folder/footage/*.png, RGBA, plus a
+    green-screen mp4) and its rest pose as a canonical splat (folder/canonical.ply)."""
+    folder = Path(folder)
+    rgba = render_footage(shot.animated.to(device), footage_size, footage_size).numpy()
+    write_footage_frames(folder / "footage", rgba)
+    write_mp4(folder / "footage_greenscreen.mp4", composite(rgba), shot.fps)
+    return folder / "footage", write_splat_ply(folder / "canonical.ply", shot.animated.canonical)
+
+
 def composite(frames: np.ndarray, background=(0, 177, 64)) -> np.ndarray:
     """(T, H, W, 4) uint8 straight RGBA over a solid colour -> (T, H, W, 3) uint8 (a green screen by default)."""
     a = frames[..., 3:4].astype(np.float32) / 255
@@ -84,12 +94,7 @@ def reconstruct_shot(shot: SyntheticShot, workdir: Path, footage_size: int = 256
                      lap: Callable[[str], None] = lambda name: None, device: str = "cpu") -> ShotReconstruction:
     """Renders the shot's footage into workdir/footage, ingests it, takes the shot's rest pose as the artist's
     canonical .ply (workdir/canonical.ply), aligns it to the first frame and fits the variation field."""
-    workdir = Path(workdir)
-    rgba = render_footage(shot.animated.to(device), footage_size, footage_size).numpy()
-    footage_dir = workdir / "footage"
-    write_footage_frames(footage_dir, rgba)
-    write_mp4(workdir / "footage_greenscreen.mp4", composite(rgba), shot.fps)
-    canonical_ply = write_splat_ply(workdir / "canonical.ply", shot.animated.canonical)
+    footage_dir, canonical_ply = write_shot_files(shot, workdir, footage_size, device)
     lap("synthetic")
     prepared = prepare_footage(footage_dir, count=shot.animated.num_frames, fps=shot.fps)
     lap("ingest")

@@ -24,6 +24,7 @@ from ..progress import Progress, ShouldCancel, check_cancel
 from ..rendering import FOOTAGE_FOV_X_DEG, FOOTAGE_RADIUS, footage_camera
 from ..representations.gvf_gaussians import GVFGaussians
 from ..result import write_result
+from .gvf import GVFSettings
 from .stage_cache import StageCache, stage_key
 
 ENGINES = ("fit", "gvf")
@@ -46,11 +47,10 @@ class GenerateRequest:
     device: str = "auto"
     fit_size: int = 128
     fit: FitSettings = field(default_factory=FitSettings)
-    gvf: "GVFSettings" = None
+    gvf: Optional[GVFSettings] = None
     exports: tuple[str, ...] = ()
 
     def __post_init__(self):
-        from .gvf import GVFSettings
         self.gvf = self.gvf or GVFSettings()
         if self.engine not in ENGINES:
             raise ValueError(f"unknown engine {self.engine!r} (available: {', '.join(ENGINES)})")

@@ -18,7 +18,7 @@ Backend = Literal["auto", "gsplat", "reference"]
 @functools.cache
 def gsplat_available() -> bool:
     try:
-        import gsplat  # noqa: F401
+        import gsplat  # noqa: F401  (availability check)
     except Exception:
         return False
     return torch.cuda.is_available()

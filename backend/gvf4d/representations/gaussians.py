@@ -4,7 +4,6 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Optional
 
-import torch
 from torch import Tensor
 
 from .rotation import quat_to_rotmat
