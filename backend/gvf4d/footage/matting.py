@@ -1,7 +1,8 @@
 """Where the object's alpha comes from: the footage itself, a chroma key, a mask sequence, or a model.
 
-method "auto" takes the footage's alpha when it has one that is not fully opaque; otherwise it needs a
-matting model's weights (<weights>/matting/u2net.onnx) and says how to do without them.
+method "auto" takes the footage's alpha when it has one that is not fully opaque; otherwise it runs the
+matting model (<weights>/matting/u2net.onnx, U^2-Net as rembg ships it, through onnxruntime) and, when those
+weights are missing, says how to do without them.
 """
 from __future__ import annotations
 
@@ -102,6 +103,49 @@ def frame_alpha(image: np.ndarray, index: int, options: MattingOptions, source_p
     if method == "masks":
         return (masks or MaskSequence(options.masks)).alpha(index, image.shape[:2])
     weights = (options.weights_dir or Path("weights")) / MATTING_WEIGHTS
-    raise FootageError(source_path, f"frame {index} has no alpha and no matting model is available: the matting weights "
-                                    f"{weights} are missing. Give the footage an alpha channel, or use "
-                                    "--matte chroma[:#rrggbb] for a solid background, or --matte masks:DIR for a mask sequence")
+    if not weights.is_file():
+        raise FootageError(source_path, f"frame {index} has no alpha and no matting model is available: the matting "
+                                        f"weights {weights} are missing. Give the footage an alpha channel, or use "
+                                        "--matte chroma[:#rrggbb] for a solid background, or --matte masks:DIR for a mask sequence")
+    return U2NetMatting.load(weights)(image[..., :3])
+
+
+class U2NetMatting:
+    """Salient-object matting with a U^2-Net ONNX model (the published preprocessing's rembg 'u2net'):
+    the frame resized to 320x320 (Lanczos), scaled by its maximum, ImageNet-normalised; the first output's
+    first channel, min-max normalised, resized back (Lanczos)."""
+
+    SIZE = 320
+    MEAN = np.array([0.485, 0.456, 0.406], np.float32)
+    STD = np.array([0.229, 0.224, 0.225], np.float32)
+    _loaded: dict = {}
+
+    def __init__(self, session):
+        self.session = session
+        self.input_name = session.get_inputs()[0].name
+
+    @classmethod
+    def load(cls, path: Path) -> "U2NetMatting":
+        key = str(path)
+        if key not in cls._loaded:
+            try:
+                import onnxruntime
+            except ImportError:
+                raise FootageError(path, "model matting needs the onnxruntime package (pip install onnxruntime)") from None
+            try:
+                cls._loaded[key] = cls(onnxruntime.InferenceSession(key, providers=["CPUExecutionProvider"]))
+            except Exception as e:   # onnxruntime raises its own exception types for unreadable models
+                raise FootageError(path, f"cannot be loaded as an ONNX matting model ({e})") from None
+        return cls._loaded[key]
+
+    def __call__(self, rgb: np.ndarray) -> np.ndarray:
+        """(H, W, 3) uint8 -> (H, W) uint8 alpha."""
+        h, w = rgb.shape[:2]
+        x = np.asarray(Image.fromarray(rgb).resize((self.SIZE, self.SIZE), Image.Resampling.LANCZOS), np.float32)
+        x = x / max(float(x.max()), 1e-6)
+        x = ((x - self.MEAN) / self.STD).transpose(2, 0, 1)[None].astype(np.float32)
+        pred = self.session.run(None, {self.input_name: x})[0][0, 0]
+        lo, hi = float(pred.min()), float(pred.max())
+        pred = (pred - lo) / max(hi - lo, 1e-12)
+        mask = Image.fromarray((pred * 255).astype(np.uint8)).resize((w, h), Image.Resampling.LANCZOS)
+        return np.asarray(mask)
