@@ -183,3 +183,21 @@ def test_openapi_schema_fuzzing_finds_no_server_error(server):
         check()
     assert not failures, failures
     assert len(calls) > 50 and any(code == 200 for code in calls)
+
+
+def test_uploaded_footage_and_splat(server, shot):
+    """A backend on another machine: the frames and the splat travel over HTTP, then the job uses them."""
+    good = {"Authorization": f"Bearer {server.info['token']}"}
+    folder = None
+    for f in sorted((shot / "footage").glob("*.png")) + [shot / "canonical.ply"]:
+        c = http.client.HTTPConnection(server.info["host"], server.info["port"], timeout=30)
+        c.request("PUT", f"/v1/uploads/0123abcd/{f.name}", body=f.read_bytes(), headers=good)
+        r = c.getresponse()
+        info = json.loads(r.read())
+        assert r.status == 201 and info["bytes"] == f.stat().st_size
+        folder = Path(info["folder"])
+    assert raw(server, "PUT", "/v1/uploads/0123abcd/..%2Fescape", good)[0] in (404, 422)
+    assert raw(server, "PUT", "/v1/uploads/nothex!/a.png", good)[0] == 422
+    c = server.client   # the folder is an image sequence: the .ply beside the frames is not an image
+    job = wait(c, c.submit({**job_body(shot), "footage": str(folder), "canonical_path": str(folder / "canonical.ply")})["id"])
+    assert job["state"] == "done", job

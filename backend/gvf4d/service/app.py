@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hmac
 import json
+import re
 import shutil
 import time
 from pathlib import Path
@@ -18,7 +19,7 @@ from .jobs import JobRequest
 from .store import FINISHED, JobStore
 from .worker import Worker
 
-JOB_ID = r"^[0-9a-f]{16}$"
+MAX_UPLOAD = 8 * 2**30
 
 
 def create_app(store: JobStore, worker: Worker, token: str, allowed_hosts: set[str],
@@ -63,6 +64,26 @@ def create_app(store: JobStore, worker: Worker, token: str, allowed_hosts: set[s
         job = store.create(body.model_dump(mode="json"))
         worker.submit(job.id)
         return job.to_json()
+
+    @app.put("/v1/uploads/{upload_id}/{name}", status_code=201)
+    async def upload(upload_id: str, name: str, request: Request) -> dict:
+        """Uploads one file (raw body) into an upload folder; submit jobs with `footage` = the returned folder (an
+        image sequence) or file (a video), and `canonical_path` = an uploaded .ply. For a backend on another machine."""
+        if not re.fullmatch(r"[0-9a-f]{8,32}", upload_id) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}", name):
+            raise HTTPException(422, "upload id must be 8-32 hex digits and the name a plain file name")
+        folder = worker.data_dir / "uploads" / upload_id
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp, size = folder / f".{name}.part", 0
+        with open(tmp, "wb") as f:
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > MAX_UPLOAD:
+                    f.close()
+                    tmp.unlink(missing_ok=True)
+                    raise HTTPException(413, f"uploads are limited to {MAX_UPLOAD // 2**30} GiB per file")
+                f.write(chunk)
+        tmp.replace(folder / name)
+        return {"folder": str(folder), "file": str(folder / name), "bytes": size}
 
     @app.get("/v1/jobs")
     def list_jobs() -> list[dict]:
