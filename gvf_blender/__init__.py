@@ -127,15 +127,23 @@ def register():
         token: bpy.props.StringProperty(name="Token", subtype="PASSWORD")
         data_dir: bpy.props.StringProperty(name="Backend data folder", subtype="DIR_PATH",
                                            description="Where `gvf4d serve` keeps its lock file (default ~/.local/share/gvf4d)")
+        python: bpy.props.StringProperty(name="Backend Python", subtype="FILE_PATH",
+                                         description="The interpreter of the backend's environment (e.g. .venv/bin/python), "
+                                                     "to start a local backend from Blender")
 
         def draw(self, context):
             col = self.layout.column()
+            col.prop(self, "python")
+            col.operator("gvf4d.start_backend", icon="PLAY")
             col.prop(self, "data_dir")
             col.prop(self, "backend_url")
             col.prop(self, "token")
             col.operator("gvf4d.check_backend", icon="CHECKMARK")
 
     class GVF4DSettings(bpy.types.PropertyGroup):
+        source: bpy.props.EnumProperty(name="Footage from", items=[("CLIP", "Active movie clip", ""),
+                                                                    ("FILE", "File or image sequence", "")],
+                                       default="FILE")
         footage: bpy.props.StringProperty(name="Footage", subtype="FILE_PATH",
                                           description="Video file, image folder or one image of a sequence")
         canonical: bpy.props.StringProperty(name="Canonical splat", subtype="FILE_PATH", description="A 3DGS .ply")
@@ -152,8 +160,16 @@ def register():
         status: bpy.props.StringProperty(name="Status")
         progress: bpy.props.FloatProperty(name="Progress", min=0.0, max=1.0, subtype="FACTOR")
 
-        def request(self) -> dict:
-            return {"footage": bpy.path.abspath(self.footage), "canonical_path": bpy.path.abspath(self.canonical),
+        def footage_path(self, context) -> str:
+            if self.source == "CLIP":
+                clip = getattr(context, "edit_movieclip", None) or context.scene.active_clip
+                if clip is None:
+                    raise ValueError("no active movie clip: open one in the Movie Clip editor, or pick a file")
+                return bpy.path.abspath(clip.filepath, library=clip.library)
+            return bpy.path.abspath(self.footage)
+
+        def request(self, context) -> dict:
+            return {"footage": self.footage_path(context), "canonical_path": bpy.path.abspath(self.canonical),
                     "engine": self.engine, "weights": bpy.path.abspath(self.weights) if self.weights else None,
                     "frames": self.frames, "start": self.start, "stride": self.stride, "seed": self.seed,
                     "fit_iterations": self.fit_iterations}
@@ -167,10 +183,13 @@ def register():
             from . import jobs
             from .backend import BackendError
             s = context.scene.gvf4d
-            shot = bpy.path.abspath(s.footage)
             try:
-                take = jobs.submit_take(context.scene, _backend(context), shot, s.request())
-            except BackendError as e:
+                shot = s.footage_path(context)
+                if s.source == "CLIP":   # frame 1 of the result lands on the clip's start frame
+                    clip = getattr(context, "edit_movieclip", None) or context.scene.active_clip
+                    s.frame_start = clip.frame_start + s.start
+                take = jobs.submit_take(context.scene, _backend(context), shot, s.request(context))
+            except (BackendError, ValueError) as e:
                 self.report({"ERROR"}, str(e))
                 return {"CANCELLED"}
             _following[shot] = take["index"]
@@ -187,7 +206,10 @@ def register():
         def execute(self, context):
             from . import takes
             from .backend import BackendError
-            shot = bpy.path.abspath(context.scene.gvf4d.footage)
+            try:
+                shot = context.scene.gvf4d.footage_path(context)
+            except ValueError:
+                return {"CANCELLED"}
             if shot not in _following:
                 return {"CANCELLED"}
             try:
@@ -195,6 +217,25 @@ def register():
             except BackendError as e:
                 self.report({"ERROR"}, str(e))
                 return {"CANCELLED"}
+            return {"FINISHED"}
+
+    class GVF4D_OT_start_backend(bpy.types.Operator):
+        """Start a local backend (`gvf4d serve`) with the interpreter set in the preferences"""
+        bl_idname = "gvf4d.start_backend"
+        bl_label = "Start local backend"
+
+        def execute(self, context):
+            from .backend import BackendError, start_backend
+            p = _prefs(context)
+            if p is None or not p.python:
+                self.report({"ERROR"}, "set the backend's Python interpreter in the GVF4D preferences first")
+                return {"CANCELLED"}
+            try:
+                h = start_backend(bpy.path.abspath(p.python), bpy.path.abspath(p.data_dir) if p.data_dir else "").health()
+            except BackendError as e:
+                self.report({"ERROR"}, str(e))
+                return {"CANCELLED"}
+            self.report({"INFO"}, f"GVF4D backend {h['version']} running (GPU: {h['gpu'] or 'none'})")
             return {"FINISHED"}
 
     class GVF4D_OT_check_backend(bpy.types.Operator):
@@ -222,7 +263,9 @@ def register():
         def draw(self, context):
             s = context.scene.gvf4d
             col = self.layout.column()
-            for name in ("footage", "start", "stride", "frames", "canonical", "engine"):
+            col.prop(s, "source")
+            names = ("start", "stride", "frames", "canonical", "engine")
+            for name in (names if s.source == "CLIP" else ("footage",) + names):
                 col.prop(s, name)
             if s.engine == "gvf":
                 col.prop(s, "weights")
@@ -245,11 +288,19 @@ def register():
                 col.label(text=f"{obj.name}: frames {start}-{end}")
                 col.operator(GVF4D_OT_export.bl_idname, icon="EXPORT")
 
+    class GVF4D_PT_clip_panel(bpy.types.Panel):
+        bl_label = "GVF4D"
+        bl_idname = "GVF4D_PT_clip_panel"
+        bl_space_type = "CLIP_EDITOR"
+        bl_region_type = "UI"
+        bl_category = "GVF4D"
+        draw = GVF4D_PT_panel.draw
+
     def menu_import(self, context):
         self.layout.operator(GVF4D_OT_import.bl_idname, text="GVF4D Result (.gvf4d)")
 
     _classes[:] = [GVF4DPreferences, GVF4DSettings, GVF4D_OT_import, GVF4D_OT_export, GVF4D_OT_generate,
-                   GVF4D_OT_cancel, GVF4D_OT_check_backend, GVF4D_PT_panel]
+                   GVF4D_OT_cancel, GVF4D_OT_start_backend, GVF4D_OT_check_backend, GVF4D_PT_panel, GVF4D_PT_clip_panel]
     for cls in _classes:
         bpy.utils.register_class(cls)
     bpy.types.Scene.gvf4d = bpy.props.PointerProperty(type=GVF4DSettings)

@@ -82,3 +82,35 @@ def find_backend(url: str = "", token: str = "", data_dir: str = "") -> Backend:
         return Backend(info["url"], info["token"])
     except (json.JSONDecodeError, KeyError) as e:
         raise BackendError(f"{lock}: unreadable lock file ({e})") from None
+
+
+def start_backend(python: str, data_dir: str = "", timeout: float = 60.0) -> Backend:
+    """Starts `gvf4d serve` with the backend environment's interpreter (detached: it outlives this Blender
+    session's operator, and keeps its models loaded between jobs) and waits for its lock file."""
+    import subprocess
+    import time
+    folder = Path(data_dir or default_data_dir())
+    folder.mkdir(parents=True, exist_ok=True)
+    lock = folder / LOCK_NAME
+    lock.unlink(missing_ok=True)
+    log = open(folder / "backend.log", "ab")
+    try:
+        proc = subprocess.Popen([python, "-m", "gvf4d.cli", "serve", "--data", str(folder)], stdout=log,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+    except OSError as e:
+        raise BackendError(f"cannot start the backend with {python}: {e}") from None
+    finally:
+        log.close()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise BackendError(f"the backend exited at start (code {proc.returncode}); see {folder / 'backend.log'}")
+        if lock.is_file():
+            try:
+                backend = find_backend(data_dir=str(folder))
+                backend.health()
+                return backend
+            except BackendError:
+                pass
+        time.sleep(0.2)
+    raise BackendError(f"the backend did not answer within {timeout:.0f} s; see {folder / 'backend.log'}")

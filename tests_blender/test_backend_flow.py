@@ -1,4 +1,5 @@
 """Submit -> progress -> import, driven through the add-on against a real backend process on loopback."""
+import json
 import os
 import signal
 import subprocess
@@ -101,3 +102,30 @@ def test_cancel_and_readable_errors(backend, addon, fixture_dir):
     s.canonical = str(fixture_dir / "nope.ply")
     with pytest.raises(RuntimeError, match="canonical splat .*nope.ply does not exist"):
         bpy.ops.gvf4d.generate()
+
+
+def test_generate_from_the_active_movie_clip(backend, addon, fixture_dir):
+    from gvf_blender import takes
+    clip = bpy.data.movieclips.load(str(fixture_dir / "footage" / "frame_0000.png"))
+    clip.frame_start = 20
+    bpy.context.scene.active_clip = clip
+    s = bpy.context.scene.gvf4d
+    s.source, s.canonical, s.frames, s.fit_iterations = "CLIP", str(fixture_dir / "canonical.ply"), 4, 2
+    assert bpy.ops.gvf4d.generate() == {"FINISHED"}
+    follow(addon)
+    shot = str(fixture_dir / "footage" / "frame_0000.png")
+    assert takes.takes(bpy.context.scene, shot)[-1]["state"] == "done"
+    obj = next(o for o in bpy.context.scene.objects if o.get("gvf4d_shot") == shot)
+    assert obj["gvf4d_frame_start"] == 20          # frame 1 of the result on the clip's start frame
+
+
+def test_start_a_local_backend(tmp_path):
+    from gvf_blender.backend import BackendError, start_backend
+    b = start_backend(str(ROOT / ".venv" / "bin" / "python"), str(tmp_path / "data"))
+    try:
+        assert b.health()["version"]
+    finally:
+        pid = json.loads((tmp_path / "data" / "backend.lock.json").read_text())["pid"]
+        os.kill(pid, signal.SIGTERM)
+    with pytest.raises(BackendError, match="cannot start the backend"):
+        start_backend(str(tmp_path / "no-python"), str(tmp_path / "data2"))
