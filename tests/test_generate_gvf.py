@@ -72,6 +72,17 @@ def test_generate_end_to_end_with_small_weights(tmp_path, small_weights, shot_fi
     assert all(len(c["sha256"]) == 64 for c in m["engine"]["checkpoints"])
     assert m["footage"]["frame_indices"] == [0, 1, 2, 3] and m["seed"] == 7
     assert abs(m["coordinates"]["normalisation"]["scale"] - 1.0) < 0.5
+    # the same take refined against the footage (--refine N fit steps per frame)
+    refined = tmp_path / "take1_refined.gvf4d"
+    r = subprocess.run([sys.executable, "-m", "gvf4d.cli", "generate", str(root / "footage"), "--out", str(refined),
+                        "--canonical", "splat", str(root / "canonical.ply"), "--weights", str(small_weights),
+                        "--frames", "4", "--engine", "gvf", "--method", "multistep", "--steps", "3", "--seed", "7",
+                        "--guidance", "1.5", "3", "--refine", "3", "--fit-size", "32"], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    g = GVF4DFile(refined)
+    assert g.metadata["engine"]["refine"]["iterations_per_frame"] == 3 and "alignment" in g.metadata["canonical"]
+    np.testing.assert_array_equal(np.asarray(g.array("frames.opacity")), np.asarray(f.array("frames.opacity")))
+    assert np.abs(np.asarray(g.array("frames.position")) - pos).max() > 1e-4
 
 
 def test_generate_without_weights_or_with_wrong_weights_is_clear(tmp_path, small_weights, shot_files):

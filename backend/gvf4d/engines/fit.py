@@ -9,10 +9,14 @@ with the differentiable rasterizer:
     + w_arap |R_i (c_j - c_i) - (c_j + t_j - c_i - t_i)|^2 / h^2   as-rigid-as-possible between nodes
     + w_smooth (|t - t_prev|^2 / h^2 + |q - q_prev|^2)             temporal smoothness
 so parts the camera does not see move with their neighbours.
+
+Refinement (`init`): the same optimisation on top of another engine's result (the diffusion engine's
+per-frame splats): in frame t the nodes sit where that result put their Gaussians, and the node transforms
+are a residual motion applied to it (its scales, opacities and colours are kept).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Optional
 
 import torch
@@ -44,9 +48,11 @@ class FitSettings:
 
 @dataclass
 class NodeGraph:
-    """nodes (K, 3); gaussian_nodes (N, k) indices; gaussian_weights (N, k); neighbours (K, m); spacing h."""
+    """nodes (K, 3) = the canonical means at node_index (K,); gaussian_nodes (N, k) indices; gaussian_weights
+    (N, k); neighbours (K, m); spacing h."""
 
     nodes: Tensor
+    node_index: Tensor
     gaussian_nodes: Tensor
     gaussian_weights: Tensor
     neighbours: Tensor
@@ -55,30 +61,33 @@ class NodeGraph:
     @classmethod
     def build(cls, means: Tensor, num_nodes: int, knn: int, neighbours: int) -> "NodeGraph":
         k_nodes = min(num_nodes, means.shape[0])
-        nodes = means[farthest_point_sampling(means[None], k_nodes)[0]]
+        node_index = farthest_point_sampling(means[None], k_nodes)[0]
+        nodes = means[node_index]
         nn_d = torch.cdist(nodes, nodes)
         spacing = float(nn_d.topk(2, largest=False).values[:, 1].mean())
         d, idx = torch.cdist(means, nodes).topk(min(knn, k_nodes), largest=False)
         w = torch.exp(-d.square() / (2 * spacing ** 2))
         w = w / w.sum(-1, keepdim=True).clamp_min(1e-12)
         nbr = nn_d.topk(min(neighbours + 1, k_nodes), largest=False).indices[:, 1:]
-        return cls(nodes, idx, w, nbr, spacing)
+        return cls(nodes, node_index, idx, w, nbr, spacing)
 
-    def deform(self, canonical: Gaussians, rot: Tensor, trans: Tensor) -> tuple[Tensor, Tensor]:
-        """rot (K, 4), trans (K, 3) -> means (N, 3), quats (N, 4)."""
+    def deform(self, base: Gaussians, rot: Tensor, trans: Tensor, centres: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
+        """Moves `base` (the canonical splat, or another engine's frame) by the node transforms rot (K, 4), trans
+        (K, 3) about the node centres (default: the canonical nodes) -> means (N, 3), quats (N, 4)."""
         R = quat_to_rotmat(rot)                                       # (K, 3, 3)
         idx, w = self.gaussian_nodes, self.gaussian_weights
-        c = self.nodes[idx]                                           # (N, k, 3)
-        moved = torch.einsum("nkij,nkj->nki", R[idx], canonical.means[:, None] - c) + c + trans[idx]
+        c = (self.nodes if centres is None else centres)[idx]         # (N, k, 3)
+        moved = torch.einsum("nkij,nkj->nki", R[idx], base.means[:, None] - c) + c + trans[idx]
         means = (w[..., None] * moved).sum(1)
         q = F.normalize(rot, dim=-1)[idx]
         q = torch.where((q * q[:, :1]).sum(-1, keepdim=True) < 0, -q, q)   # one hemisphere before blending
         blended = F.normalize((w[..., None] * q).sum(1), dim=-1)
-        return means, quat_multiply(blended, canonical.quats)
+        return means, quat_multiply(blended, base.quats)
 
-    def arap(self, rot: Tensor, trans: Tensor) -> Tensor:
+    def arap(self, rot: Tensor, trans: Tensor, centres: Optional[Tensor] = None) -> Tensor:
         R = quat_to_rotmat(rot)
-        ci, cj = self.nodes[:, None], self.nodes[self.neighbours]
+        nodes = self.nodes if centres is None else centres
+        ci, cj = nodes[:, None], nodes[self.neighbours]
         rest = torch.einsum("kij,kmj->kmi", R, cj - ci)
         now = (cj + trans[self.neighbours]) - (ci + trans[:, None])
         return (rest - now).square().sum(-1).mean() / self.spacing ** 2
@@ -86,10 +95,12 @@ class NodeGraph:
 
 def fit_variation_field(canonical: Gaussians, frames: Tensor, alphas: Tensor, camera: Cameras,
                         settings: FitSettings = FitSettings(), progress: Optional[Progress] = None,
-                        should_cancel: Optional[ShouldCancel] = None) -> AnimatedGaussians:
+                        should_cancel: Optional[ShouldCancel] = None,
+                        init: Optional[AnimatedGaussians] = None) -> AnimatedGaussians:
     """frames (T, H, W, 3) in [0, 1] over white, alphas (T, H, W) in [0, 1], camera: the footage camera at H x W.
     Runs on the canonical splat's device (gsplat's CUDA rasterizer there when available).
-    Returns the canonical splat with per-frame positions and rotations."""
+    Returns the canonical splat with per-frame positions and rotations; with `init` (another engine's result,
+    same Gaussians), that result refined, its other tracks kept."""
     T = frames.shape[0]
     dev = canonical.means.device
     frames, alphas, camera = frames.to(dev), alphas.to(dev), camera.to(dev)
@@ -99,7 +110,6 @@ def fit_variation_field(canonical: Gaussians, frames: Tensor, alphas: Tensor, ca
     rot[:, 0] = 1
     trans = torch.zeros(K, 3, device=dev)
     white = torch.ones(1, 3, device=dev)
-    colours = canonical.rgb.detach()
     positions, quats = [], []
     total = settings.iterations_first + (T - 1) * settings.iterations
     done = 0
@@ -110,14 +120,17 @@ def fit_variation_field(canonical: Gaussians, frames: Tensor, alphas: Tensor, ca
         opt = torch.optim.Adam([{"params": [trans_p], "lr": settings.lr_translation},
                                 {"params": [rot_p], "lr": settings.lr_rotation}])
         target, target_a = frames[t], alphas[t][..., None]
+        base = canonical if init is None else init.frame(t).to(dev)
+        centres = None if init is None else base.means[graph.node_index].detach()
+        colours = base.rgb.detach()
         for _ in range(settings.iterations_first if t == 0 else settings.iterations):
             check_cancel(should_cancel)
-            means, q = graph.deform(canonical, rot_p, trans_p)
-            rgb, a = rasterize(means, q, canonical.scales, canonical.opacities, colours, camera.viewmats, camera.Ks,
+            means, q = graph.deform(base, rot_p, trans_p, centres)
+            rgb, a = rasterize(means, q, base.scales, base.opacities, colours, camera.viewmats, camera.Ks,
                                camera.width, camera.height, backgrounds=white, backend="auto")
             loss = ((rgb[0] - target).abs().mean() + settings.w_ssim * (1 - ssim(rgb[0], target))
                     + settings.w_silhouette * (a[0] - target_a).abs().mean()
-                    + settings.w_arap * graph.arap(rot_p, trans_p))
+                    + settings.w_arap * graph.arap(rot_p, trans_p, centres))
             if t > 0:
                 loss = loss + settings.w_smooth * ((trans_p - prev_trans).square().sum(-1).mean() / graph.spacing ** 2
                                                    + (rot_p - prev_rot).square().sum(-1).mean())
@@ -129,7 +142,9 @@ def fit_variation_field(canonical: Gaussians, frames: Tensor, alphas: Tensor, ca
                 progress("fit", done / total)
         rot, trans = F.normalize(rot_p.detach(), dim=-1), trans_p.detach()
         with torch.no_grad():
-            m, q = graph.deform(canonical, rot, trans)
+            m, q = graph.deform(base, rot, trans, centres)
         positions.append(m)
         quats.append(q)
-    return AnimatedGaussians(canonical=canonical, positions=torch.stack(positions), quats=torch.stack(quats))
+    if init is None:
+        return AnimatedGaussians(canonical=canonical, positions=torch.stack(positions), quats=torch.stack(quats))
+    return replace(init.to(dev), positions=torch.stack(positions), quats=torch.stack(quats))

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Optional
 
@@ -17,6 +17,7 @@ import torch
 from ..canonical import Normalisation, load_splat_canonical
 from ..canonical.align import SilhouetteAlignment, align_to_footage
 from ..engines.fit import FitSettings, fit_variation_field
+from ..evaluation import map_points
 from ..exporters import read_splat_ply, write_ply_frames, write_points_glb, write_preview_video, write_splat_ply
 from ..footage import MattingOptions, PreparedFootage, prepare_footage
 from ..models.weights import WeightsError, sha256_file
@@ -48,6 +49,7 @@ class GenerateRequest:
     fit_size: int = 128
     fit: FitSettings = field(default_factory=FitSettings)
     gvf: Optional[GVFSettings] = None
+    refine: int = 0                                 # gvf engine: fit steps per frame refining its result (0: off)
     exports: tuple[str, ...] = ()
 
     def __post_init__(self):
@@ -199,6 +201,19 @@ def generate(req: GenerateRequest, progress: Optional[Progress] = None, should_c
         animated = run.animated
         clock[0] = time.perf_counter()
         engine_meta = engine.describe(req.gvf)
+        if req.refine > 0:
+            frames, alphas = _fit_inputs(prepared, req.fit_size)
+            camera = footage_camera(req.fit_size, req.fit_size).to(device)
+            alignment = align_to_footage(canonical.to(device), frames[0].to(device), alphas[0].to(device), camera)
+            off = torch.tensor(alignment.offset, device=device)
+            aligned = map_points(animated, lambda p: p * alignment.scale + off, alignment.scale)
+            settings = replace(req.fit, iterations_first=req.refine, iterations=req.refine)
+            animated = fit_variation_field(aligned.canonical, frames, alphas, camera, settings, progress,
+                                           should_cancel, init=aligned)
+            meta_canonical["alignment"] = alignment.to_json()
+            engine_meta["refine"] = {"iterations_per_frame": req.refine, "fit_size": req.fit_size,
+                                     "settings": asdict(settings)}
+            lap("refine")
         sampler_meta = {**asdict(req.gvf), "solver": "dpmsolver++", "order": 2,
                         "network_evaluations": run.network_evaluations}
     metadata = {

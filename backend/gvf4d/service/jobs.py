@@ -31,6 +31,7 @@ class JobRequest(BaseModel):
     guidance: tuple[float, float] = (1.0, 1.0)
     fit_size: int = Field(128, ge=16, le=1024)
     fit_iterations: int = Field(20, ge=1, le=1000)
+    refine: int = Field(0, ge=0, le=1000, description="gvf engine: fit steps per frame refining its result")
     exports: list[Literal["ply", "glb", "preview"]] = []
     name: str = Field("result", pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="the result's file name (no folders)")
 
@@ -44,4 +45,4 @@ def request_from_json(data: dict, job_dir: Path) -> GenerateRequest:
         fit=FitSettings(iterations_first=2 * r.fit_iterations, iterations=r.fit_iterations),
         gvf=GVFSettings(seed=r.seed, method=r.method, steps=r.steps, guidance_scale=r.guidance[0],
                         guidance_scale2=r.guidance[1]),
-        exports=tuple(r.exports))
+        exports=tuple(r.exports), refine=r.refine)
