@@ -208,6 +208,8 @@ class GVFDiT(nn.Module):
         """x (B, T, N, C_in), t (B,), cond_images (B, T, L, C_img), static_latent (B, S, 14),
         deformation_position_xyz (B, N, 3) -> (B, T, N, C_out)."""
         B, T, N, _ = x.shape
+        dtype = self.input_layer.weight.dtype          # float32 (autocast or not), or the weights' half precision
+        x, cond_images, static_latent = x.to(dtype), cond_images.to(dtype), static_latent.to(dtype)
         h = self.input_layer(x)
         mod = self.t_embedder(t)
         if self.config.share_mod:
