@@ -34,7 +34,7 @@ def follow_step():
             if job["state"] == "done":
                 importer_fn = importer.import_mesh if settings.import_as == "MESH" else importer.import_splats
                 kwargs = {} if settings.import_as == "MESH" else {"display": settings.display}
-                obj = importer_fn(take["result"], name=f"{Path(shot).stem}_take{index}",
+                obj = importer_fn(bpy.path.abspath(take["result"]), name=f"{Path(shot).stem}_take{index}",
                                   frame_start=settings.frame_start, **kwargs)
                 obj["gvf4d_shot"], obj["gvf4d_take"] = shot, index
                 takes.set_active(scene, shot, index)
@@ -219,6 +219,26 @@ def register():
                 return {"CANCELLED"}
             return {"FINISHED"}
 
+    class GVF4D_OT_activate_take(bpy.types.Operator):
+        """Make this take the shot's active one: its object is shown, the other takes' objects hidden"""
+        bl_idname = "gvf4d.activate_take"
+        bl_label = "Activate take"
+        index: bpy.props.IntProperty()
+
+        def execute(self, context):
+            from . import takes
+            try:
+                shot = context.scene.gvf4d.footage_path(context)
+                takes.set_active(context.scene, shot, self.index)
+            except (ValueError, IndexError, KeyError) as e:
+                self.report({"ERROR"}, str(e))
+                return {"CANCELLED"}
+            for obj in context.scene.objects:
+                if obj.get("gvf4d_shot") == shot:
+                    hidden = obj.get("gvf4d_take") != self.index
+                    obj.hide_viewport = obj.hide_render = hidden
+            return {"FINISHED"}
+
     class GVF4D_OT_start_backend(bpy.types.Operator):
         """Start a local backend (`gvf4d serve`) with the interpreter set in the preferences"""
         bl_idname = "gvf4d.start_backend"
@@ -280,6 +300,23 @@ def register():
             if s.status:
                 col.label(text=s.status)
                 col.prop(s, "progress", text="")
+            from . import takes
+            try:
+                history = takes.takes(context.scene, s.footage_path(context))
+                current = takes.active(context.scene, s.footage_path(context))
+            except ValueError:
+                history, current = [], None
+            if history:
+                box = col.box()
+                box.label(text="Takes")
+                for take in history:
+                    row = box.row()
+                    mark = "\u25cf " if current and current["index"] == take["index"] else ""
+                    extra = f"seed {take['seed']}" if take["settings"].get("engine") == "gvf" else \
+                        f"{take['settings'].get('fit_iterations')} steps"
+                    row.label(text=f"{mark}{take['index']}: {take['state']}, {extra}, {take['time'][11:16]}")
+                    op = row.operator(GVF4D_OT_activate_take.bl_idname, text="", icon="HIDE_OFF")
+                    op.index = take["index"]
             col.separator()
             col.operator(GVF4D_OT_import.bl_idname, icon="IMPORT")
             obj = context.active_object
@@ -300,7 +337,7 @@ def register():
         self.layout.operator(GVF4D_OT_import.bl_idname, text="GVF4D Result (.gvf4d)")
 
     _classes[:] = [GVF4DPreferences, GVF4DSettings, GVF4D_OT_import, GVF4D_OT_export, GVF4D_OT_generate,
-                   GVF4D_OT_cancel, GVF4D_OT_start_backend, GVF4D_OT_check_backend, GVF4D_PT_panel, GVF4D_PT_clip_panel]
+                   GVF4D_OT_cancel, GVF4D_OT_activate_take, GVF4D_OT_start_backend, GVF4D_OT_check_backend, GVF4D_PT_panel, GVF4D_PT_clip_panel]
     for cls in _classes:
         bpy.utils.register_class(cls)
     bpy.types.Scene.gvf4d = bpy.props.PointerProperty(type=GVF4DSettings)

@@ -9,6 +9,17 @@ from .backend import Backend
 FINISHED = ("done", "failed", "cancelled", "interrupted")
 
 
+def blend_relative(path: Path) -> str:
+    """'//...' relative to the saved .blend when the file is below its folder, else absolute."""
+    import bpy
+    if bpy.data.filepath:
+        try:
+            return bpy.path.relpath(str(path))
+        except ValueError:   # another drive
+            pass
+    return str(path)
+
+
 def submit_take(scene, backend: Backend, shot: str, request: dict) -> dict:
     """Sends the job and records a take for it. request: the backend's job fields (footage, canonical_path, ...)."""
     job = backend.submit(request)
@@ -24,7 +35,7 @@ def poll_take(scene, backend: Backend, shot: str, index: int, results_dir: Path)
     if job["state"] == "done" and not take.get("result"):
         dest = Path(results_dir) / f"take_{index:03d}_{take['job']}.gvf4d"
         backend.download(job["id"], job["result"], dest)
-        fields["result"] = str(dest)
+        fields["result"] = blend_relative(dest)
         fields["reused_stages"] = job.get("reused_stages", [])
     if job["state"] == "failed":
         fields["error"] = job.get("error") or "failed"

@@ -139,3 +139,36 @@ def test_export_alembic_and_read_back(empty_scene, fixture_dir, tmp_path):
     back = [o for o in bpy.context.scene.objects if o.type == "MESH"][0]
     for t in (0, 4):
         np.testing.assert_allclose(evaluated_points(back, 1 + t), exp["positions"][t], atol=1e-4)
+
+
+class _Layout:
+    """Records the panel's calls (Blender gives no UILayout outside a window)."""
+
+    def __init__(self, log):
+        self.log = log
+
+    def __getattr__(self, name):
+        def call(*args, **kwargs):
+            self.log.append((name, args, kwargs.get("text")))
+            return self
+        return call
+
+
+def test_panel_draws_settings_and_takes(empty_scene):
+    import gvf_blender
+    from gvf_blender import takes
+    gvf_blender.register()
+    try:
+        scene = bpy.context.scene
+        scene.gvf4d.footage = "/footage/clip.mp4"
+        takes.add_take(scene, "/footage/clip.mp4", {"engine": "fit", "fit_iterations": 5, "seed": 0}, "job1")
+        log = []
+        panel = type("P", (), {"layout": _Layout(log)})()
+        bpy.types.GVF4D_PT_panel.draw(panel, bpy.context)
+        labels = [t for name, _, t in log if name == "label"]
+        assert any(t and t.startswith("0: queued, 5 steps") for t in labels), labels
+        assert ("operator", ("gvf4d.generate",), None) in [(n, a[:1], None) for n, a, _ in log if n == "operator"]
+        scene.gvf4d.source = "CLIP"          # no clip loaded: the panel still draws
+        bpy.types.GVF4D_PT_panel.draw(panel, bpy.context)
+    finally:
+        gvf_blender.unregister()

@@ -72,7 +72,9 @@ def test_generate_imports_takes_and_history_survives_reopen(backend, addon, fixt
     assert [t["state"] for t in history] == ["done", "done"]
     assert history[1]["reused_stages"] == ["ingest", "canonical", "align"]
     assert takes.active(bpy.context.scene, shot)["index"] == 1
-    takes.set_active(bpy.context.scene, shot, 0)
+    assert bpy.ops.gvf4d.activate_take(index=0) == {"FINISHED"}
+    shown = {o["gvf4d_take"]: o.hide_viewport for o in bpy.context.scene.objects if o.get("gvf4d_shot") == shot}
+    assert shown == {0: False, 1: True}
     blend = tmp_path / "shot.blend"
     bpy.ops.wm.save_as_mainfile(filepath=str(blend))
     bpy.ops.wm.read_factory_settings(use_empty=True)
@@ -81,6 +83,13 @@ def test_generate_imports_takes_and_history_survives_reopen(backend, addon, fixt
     reopened = takes.takes(bpy.context.scene, shot)
     assert len(reopened) == 2 and reopened[1]["settings"]["fit_iterations"] == 3
     assert takes.active(bpy.context.scene, shot)["index"] == 0
+    # a take made after the .blend is saved lands next to it, stored as a relative path
+    s = bpy.context.scene.gvf4d
+    s.fit_iterations = 2
+    assert bpy.ops.gvf4d.generate() == {"FINISHED"}
+    follow(addon)
+    third = takes.takes(bpy.context.scene, shot)[2]
+    assert third["result"].startswith("//gvf4d_results/") and (tmp_path / third["result"][2:]).is_file()
 
 
 def test_cancel_and_readable_errors(backend, addon, fixture_dir):
