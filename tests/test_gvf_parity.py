@@ -37,9 +37,10 @@ def test_motion_vae_decode_any_chunking(vae):
     io, _ = load("motion_vae_small_io.safetensors")
     with torch.no_grad():
         for chunk in (None, 7, 1000):
-            out = vae.decode(io["latents"], io["queries"], chunk_size=chunk)
-            assert out.shape == io["decoded"].shape
-            assert_close_rel(out, io["decoded"], 1e-5)
+            for folded in (True, False):   # the folded decoder and the published computation
+                out = vae.decode(io["latents"], io["queries"], chunk_size=chunk, folded=folded)
+                assert out.shape == io["decoded"].shape
+                assert_close_rel(out, io["decoded"], 1e-5)
 
 
 def test_motion_vae_encode_posterior(vae):

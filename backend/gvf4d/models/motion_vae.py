@@ -153,7 +153,7 @@ class MotionVAE(nn.Module):
         return self.gs_embedding(gaussians) + self.position_encoding(gaussians[..., :3])
 
     def decode_chunk(self, query_embed: Tensor, context: Tensor) -> Tensor:
-        """query_embed (B, q, dim), context (B*T, L, dim) -> deltas (B, T, q, 14)."""
+        """The published computation. query_embed (B, q, dim), context (B*T, L, dim) -> deltas (B, T, q, 14)."""
         B, q, dim = query_embed.shape
         T = context.shape[0] // B
         xq = query_embed[:, None].expand(B, T, q, dim).reshape(B * T, q, dim)
@@ -162,12 +162,50 @@ class MotionVAE(nn.Module):
             out = out + self.decoder_ff(out)
         return self.to_outputs(out).reshape(B, T, q, -1)
 
-    def decode(self, latents: Tensor, gaussians: Tensor, chunk_size: int | None = None) -> Tensor:
-        """latents (B*T, L, latent_dim), gaussians (B, Q, 14) -> deltas (B, T, Q, 14), Q handled in chunks."""
+    def folded_values(self, context: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """For the folded decoder: the cross-attention's keys (B*T, L, H, D) and its values already carried
+        through the output projection and the head, per head: (B*T, L, H, D) (14 channels, zero-padded), plus
+        the constant term (14,). Valid when there is no decoder MLP (the published model)."""
+        attn = self.decoder_cross_attn.fn
+        ctx = self.decoder_cross_attn.norm_context(context)
+        k, v = attn.to_kv(ctx).chunk(2, dim=-1)
+        k, v = attn.split_heads(k), attn.split_heads(v)                       # (BT, L, H, D)
+        H, D = v.shape[-2:]
+        w_out = attn.to_out.weight.reshape(-1, H, D)                          # (dim, H, D)
+        fold = torch.einsum("od,dhe->hoe", self.to_outputs.weight.to(w_out.dtype), w_out)   # (H, 14, D)
+        values = torch.einsum("blhe,hoe->blho", v, fold.to(v.dtype))          # (BT, L, H, 14)
+        # padded to the head width, so the fused (flash) attention kernels take it
+        values = torch.nn.functional.pad(values, (0, D - values.shape[-1]))
+        const = self.to_outputs.weight @ attn.to_out.bias + self.to_outputs.bias
+        return k, values, const
+
+    def decode_chunk_folded(self, query_embed: Tensor, keys: Tensor, values: Tensor, const: Tensor) -> Tensor:
+        """Same result as decode_chunk, with the value, output and head projections folded into the values:
+        per Gaussian and frame one attention whose values are already the 14 output channels (no 768x768
+        output projection per Gaussian and frame). -> (B, T, q, 14)."""
+        B, q, dim = query_embed.shape
+        BT = keys.shape[0]
+        attn = self.decoder_cross_attn.fn
+        qh = attn.split_heads(attn.to_q(self.decoder_cross_attn.norm(query_embed)))   # (B, q, H, D), once per chunk
+        qh = qh[:, None].expand(B, BT // B, *qh.shape[1:]).reshape(BT, *qh.shape[1:])
+        scale = qh.shape[-1] ** -0.5
+        out = torch.nn.functional.scaled_dot_product_attention(
+            qh.transpose(1, 2), keys.transpose(1, 2), values.transpose(1, 2), scale=scale)   # (BT, H, q, D)
+        out = out.sum(1)[..., :const.shape[0]] + const.to(out.dtype)
+        return out.reshape(B, BT // B, q, -1)
+
+    def decode(self, latents: Tensor, gaussians: Tensor, chunk_size: int | None = None, folded: bool = True) -> Tensor:
+        """latents (B*T, L, latent_dim), gaussians (B, Q, 14) -> deltas (B, T, Q, 14), Q handled in chunks.
+        folded: the folded decoder (no decoder MLP only); else the published computation."""
         context = self.decode_context(latents)
         chunk = chunk_size or self.config.chunk_size
-        outs = [self.decode_chunk(self.embed_queries(gaussians[:, i:i + chunk]), context)
-                for i in range(0, gaussians.shape[1], chunk)]
+        if folded and self.decoder_ff is None:
+            keys, values, const = self.folded_values(context)
+            outs = [self.decode_chunk_folded(self.embed_queries(gaussians[:, i:i + chunk]), keys, values, const)
+                    for i in range(0, gaussians.shape[1], chunk)]
+        else:
+            outs = [self.decode_chunk(self.embed_queries(gaussians[:, i:i + chunk]), context)
+                    for i in range(0, gaussians.shape[1], chunk)]
         return torch.cat(outs, dim=2)
 
     # ---------------------------------------------------------------- encoder
