@@ -132,3 +132,17 @@ def test_generate_fit_engine_with_stage_cache_and_exports(tmp_path, shot_files):
     assert a.metadata["engine"]["name"] == "fit" and b.metadata["reused_stages"] == ["ingest", "canonical", "align"]
     assert a.metadata["canonical"]["alignment"] == b.metadata["canonical"]["alignment"]
     assert np.abs(np.asarray(a.array("frames.position")) - np.asarray(b.array("frames.position"))).max() > 0
+
+
+def test_generate_finds_the_side_of_a_turned_splat(tmp_path, shot_files):
+    """The artist's splat faces another way than the footage: --azimuth-step searches for the facing side."""
+    from gvf4d.canonical.azimuth import rotate_about_z
+    from gvf4d.exporters import write_splat_ply
+    root, shot = shot_files
+    turned = write_splat_ply(tmp_path / "turned.ply", rotate_about_z(shot.animated.canonical, 90.0))
+    out = tmp_path / "t.gvf4d"
+    r = subprocess.run([sys.executable, "-m", "gvf4d.cli", "generate", str(root / "footage"), "--out", str(out),
+                        "--canonical", "splat", str(turned), "--frames", "4", "--fit-size", "48",
+                        "--fit-iterations", "2", "--azimuth-step", "30"], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    assert GVF4DFile(out).metadata["canonical"]["alignment"]["azimuth_deg"] == 90.0

@@ -56,7 +56,7 @@ def _generate_request(args):
         fit=FitSettings(iterations_first=2 * args.fit_iterations, iterations=args.fit_iterations),
         gvf=GVFSettings(seed=args.seed, method=args.method, steps=args.steps, guidance_scale=args.guidance[0],
                         guidance_scale2=args.guidance[1], precision=args.precision),
-        exports=tuple(args.export), refine=args.refine)
+        exports=tuple(args.export), refine=args.refine, azimuth_step=args.azimuth_step)
 
 
 def _progress_printer():
@@ -124,7 +124,7 @@ def _cmd_submit(args) -> int:
             "start": args.start, "end": args.end, "stride": args.stride, "matte": args.matte, "fps": args.fps,
             "seed": args.seed, "method": args.method, "steps": args.steps, "guidance": list(args.guidance),
             "fit_size": args.fit_size, "fit_iterations": args.fit_iterations, "exports": args.export,
-            "refine": args.refine}
+            "refine": args.refine, "azimuth_step": args.azimuth_step}
     client = _client(args)
     job = client.submit(body)
     print(job["id"])
@@ -186,6 +186,9 @@ def add_job_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--fit-size", type=int, default=128, help="fit engine: working resolution (px)")
     p.add_argument("--fit-iterations", type=int, default=20, help="fit engine: optimisation steps per frame")
+    p.add_argument("--azimuth-step", type=float, default=0.0, metavar="DEG",
+                   help="fit engine: find which side of the splat faces the camera, trying every DEG degrees "
+                        "(the published search uses 1; 0 = trust the splat's orientation)")
     p.add_argument("--refine", type=int, default=0, metavar="N",
                    help="gvf engine: refine its result against the footage with N fit steps per frame")
     p.add_argument("--export", action="append", default=[], choices=["ply", "glb", "preview"],

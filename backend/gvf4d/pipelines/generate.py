@@ -16,6 +16,7 @@ import torch
 
 from ..canonical import Normalisation, load_splat_canonical
 from ..canonical.align import SilhouetteAlignment, align_to_footage
+from ..canonical.azimuth import rotate_about_z, search_azimuth
 from ..engines.fit import FitSettings, fit_variation_field
 from ..evaluation import map_points
 from ..exporters import read_splat_ply, write_ply_frames, write_points_glb, write_preview_video, write_splat_ply
@@ -50,6 +51,7 @@ class GenerateRequest:
     fit: FitSettings = field(default_factory=FitSettings)
     gvf: Optional[GVFSettings] = None
     refine: int = 0                                 # gvf engine: fit steps per frame refining its result (0: off)
+    azimuth_step: float = 0.0                       # fit engine: search the splat's facing in steps of this (0: off)
     exports: tuple[str, ...] = ()
 
     def __post_init__(self):
@@ -165,16 +167,24 @@ def generate(req: GenerateRequest, progress: Optional[Progress] = None, should_c
     if req.engine == "fit":
         frames, alphas = _fit_inputs(prepared, req.fit_size)
         camera = footage_camera(req.fit_size, req.fit_size)
-        key = stage_key("align", ingest_key, canonical_key, req.fit_size)
+        key = stage_key("align", ingest_key, canonical_key, req.fit_size, req.azimuth_step)
         hit = cache.get("align", key)
         if hit:
             reused.append("align")
             a = json.loads((hit / "alignment.json").read_text())
-            alignment = SilhouetteAlignment(a["scale"], tuple(a["offset"]))
+            azimuth, alignment = a["azimuth_deg"], SilhouetteAlignment(a["scale"], tuple(a["offset"]))
+            canonical = rotate_about_z(canonical, -azimuth)
         else:
+            azimuth = 0.0
+            if req.azimuth_step > 0:
+                steps = np.arange(-180.0, 180.0, req.azimuth_step).tolist()
+                azimuth = search_azimuth(canonical.to(device), frames[0], alphas[0], steps).azimuth_deg
+                canonical = rotate_about_z(canonical, -azimuth)
             alignment = align_to_footage(canonical, frames[0], alphas[0], camera)
-            cache.put("align", key, lambda d: (d / "alignment.json").write_text(json.dumps(alignment.to_json())))
-        meta_canonical["alignment"] = alignment.to_json()
+            record = {**alignment.to_json(), "azimuth_deg": azimuth}
+            cache.put("align", key, lambda d: (d / "alignment.json").write_text(json.dumps(record)))
+        meta_canonical["alignment"] = {**alignment.to_json(), "azimuth_deg": azimuth,
+                                       "azimuth_applied": "rotation about +Z by -azimuth, before scale and offset"}
         lap("align")
         animated = fit_variation_field(alignment.apply(canonical), frames, alphas, camera, req.fit,
                                        progress, should_cancel)

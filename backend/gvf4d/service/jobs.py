@@ -32,6 +32,7 @@ class JobRequest(BaseModel):
     fit_size: int = Field(128, ge=16, le=1024)
     fit_iterations: int = Field(20, ge=1, le=1000)
     refine: int = Field(0, ge=0, le=1000, description="gvf engine: fit steps per frame refining its result")
+    azimuth_step: float = Field(0.0, ge=0.0, le=180.0, description="fit engine: azimuth search step in degrees (0: off)")
     exports: list[Literal["ply", "glb", "preview"]] = []
     name: str = Field("result", pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="the result's file name (no folders)")
 
@@ -45,4 +46,4 @@ def request_from_json(data: dict, job_dir: Path) -> GenerateRequest:
         fit=FitSettings(iterations_first=2 * r.fit_iterations, iterations=r.fit_iterations),
         gvf=GVFSettings(seed=r.seed, method=r.method, steps=r.steps, guidance_scale=r.guidance[0],
                         guidance_scale2=r.guidance[1]),
-        exports=tuple(r.exports), refine=r.refine)
+        exports=tuple(r.exports), refine=r.refine, azimuth_step=r.azimuth_step)
