@@ -1,5 +1,4 @@
 import pytest
-import torch
 
 from gvf4d.canonical.azimuth import ClipScorer, rotate_about_z, search_azimuth
 from gvf4d.metrics import psnr
