@@ -90,3 +90,14 @@ def test_full_size_models_match_published_keys_and_shapes():
         assert ours == shapes[name], f"{name}: keys/shapes differ: {sorted(set(ours) ^ set(shapes[name]))[:10]}"
     assert sum(v.numel() for v in models["dit"].state_dict().values()) == pytest.approx(105.5e6, rel=1e-3)
     assert sum(v.numel() for v in models["motion_vae"].state_dict().values()) == pytest.approx(125.2e6, rel=1e-3)
+
+
+def test_folded_decoder_equals_the_published_computation_for_narrow_heads():
+    torch.manual_seed(0)
+    vae = MotionVAE(MotionVAEConfig(depth=1, dim=48, queries_dim=48, num_latents=16, heads=4)).eval()   # head width 12 < 14
+    for p in vae.parameters():
+        torch.nn.init.normal_(p, std=0.1)
+    latents, queries = torch.randn(6, 16, 16), torch.randn(2, 50, 14)
+    with torch.no_grad():
+        torch.testing.assert_close(vae.decode(latents, queries), vae.decode(latents, queries, folded=False),
+                                   rtol=1e-4, atol=1e-5)

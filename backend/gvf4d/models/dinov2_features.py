@@ -43,7 +43,7 @@ class DinoV2Features:
             raise WeightsError(f"{folder}: no DINOv2 model here (expected a transformers folder with config.json, "
                                "e.g. facebook/dinov2-with-registers-large)")
         from transformers import AutoModel
-        model = AutoModel.from_pretrained(str(folder), local_files_only=True, torch_dtype=dtype).to(device)
+        model = AutoModel.from_pretrained(str(folder), local_files_only=True).to(device=device, dtype=dtype)
         return cls(model, int(getattr(model.config, "num_register_tokens", 0)))
 
     @property

@@ -174,8 +174,11 @@ class MotionVAE(nn.Module):
         w_out = attn.to_out.weight.reshape(-1, H, D)                          # (dim, H, D)
         fold = torch.einsum("od,dhe->hoe", self.to_outputs.weight.to(w_out.dtype), w_out)   # (H, 14, D)
         values = torch.einsum("blhe,hoe->blho", v, fold.to(v.dtype))          # (BT, L, H, 14)
-        # padded to the head width, so the fused (flash) attention kernels take it
-        values = torch.nn.functional.pad(values, (0, D - values.shape[-1]))
+        # padded to the head width, so the fused (flash) attention kernels take it (heads narrower than the
+        # output, in small test models only, pad to a multiple of 8 instead)
+        out_ch = values.shape[-1]
+        width = D if D >= out_ch else -(-out_ch // 8) * 8
+        values = torch.nn.functional.pad(values, (0, width - out_ch))
         const = self.to_outputs.weight @ attn.to_out.bias + self.to_outputs.bias
         return k, values, const
 
