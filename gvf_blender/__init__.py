@@ -41,7 +41,16 @@ def follow_step():
                 settings.status = f"take {index} imported ({', '.join(job.get('reused_stages') or []) or 'no'} stages reused)"
             else:
                 settings.status = f"take {index} {job['state']}: {job.get('error') or ''}"
+    _status_bar(settings.status if _following else None)
     return 0.5 if _following else None
+
+
+def _status_bar(text):
+    """The job's state in the status bar while a take runs (nothing to show in background mode)."""
+    import bpy
+    workspace = getattr(bpy.context, "workspace", None)
+    if workspace is not None:
+        workspace.status_text_set(f"GVF4D: {text}" if text else None)
 
 
 def _prefs(context):
