@@ -59,20 +59,11 @@ def _generate_request(args):
         exports=tuple(args.export), refine=args.refine, azimuth_step=args.azimuth_step)
 
 
-def _progress_printer():
-    last = {}
-
-    def progress(stage, fraction):
-        if last.get(stage, -1) + 0.1 <= fraction or fraction >= 1.0 and last.get(stage) != 1.0:
-            last[stage] = fraction
-            print(f"  {stage:10s} {100 * fraction:5.1f}%", file=sys.stderr)
-    return progress
-
-
 def _cmd_generate(args) -> int:
     from .pipelines.generate import generate
     from .pipelines.stage_cache import StageCache
-    outcome = generate(_generate_request(args), _progress_printer(),
+    from .progress import printed_progress
+    outcome = generate(_generate_request(args), printed_progress(),
                        cache=StageCache(Path(args.cache)) if args.cache else None)
     if outcome.reused:
         print(f"reused stages: {', '.join(outcome.reused)}", file=sys.stderr)

@@ -3,7 +3,6 @@ splat (the shot's rest pose, as a .ply) -> the weights-free fit engine -> .gvf4d
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
@@ -21,7 +20,7 @@ from ..exporters import write_ply_frames, write_points_glb, write_preview_video,
 from ..footage import PreparedFootage, prepare_footage
 from ..footage.video_io import write_mp4
 from ..rendering import FOOTAGE_FOV_X_DEG, FOOTAGE_RADIUS, footage_camera
-from ..progress import Progress
+from ..progress import Progress, StageClock, printed_progress
 from ..representations import AnimatedGaussians
 from ..result import write_result
 from ..synthetic import SyntheticShot, make_synthetic_shot, render_footage
@@ -123,21 +122,9 @@ def run_demo(out: Path, num_frames: int = 32, gaussians_per_part: int = 400, foo
              fit_size: int = 128, preview_size: int = 192, seed: int = 0, fit: FitSettings = FitSettings(),
              log: Callable[[str], None] = print) -> DemoOutputs:
     out = Path(out)
-    timings: dict[str, float] = {}
-    clock = time.perf_counter()
-
-    def lap(name):
-        nonlocal clock
-        now = time.perf_counter()
-        timings[name] = now - clock
-        clock = now
-
-    last = [-1.0]
-
-    def progress(stage, f):
-        if f - last[0] >= 0.1 or f >= 1.0:
-            last[0] = f
-            log(f"  {stage} {100 * f:5.1f}%")
+    clock = StageClock()
+    timings, lap = clock.timings, clock.lap
+    progress = printed_progress(log)
 
     shot = make_synthetic_shot(num_frames=num_frames, gaussians_per_part=gaussians_per_part, seed=seed)
     log(f"synthetic shot: {len(shot.animated.canonical)} Gaussians x {num_frames} frames; fitting at {fit_size} px")

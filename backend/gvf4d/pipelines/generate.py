@@ -6,7 +6,6 @@ Stages and what a rerun reuses (with a StageCache): ingest (footage + frame sele
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Optional
@@ -22,7 +21,7 @@ from ..evaluation import map_points
 from ..exporters import read_splat_ply, write_ply_frames, write_points_glb, write_preview_video, write_splat_ply
 from ..footage import MattingOptions, PreparedFootage, prepare_footage
 from ..models.weights import WeightsError, sha256_file
-from ..progress import Progress, ShouldCancel, check_cancel
+from ..progress import Progress, ShouldCancel, StageClock, check_cancel
 from ..rendering import FOOTAGE_FOV_X_DEG, FOOTAGE_RADIUS, footage_camera
 from ..representations.gvf_gaussians import GVFGaussians
 from ..result import write_result
@@ -147,17 +146,15 @@ def generate(req: GenerateRequest, progress: Optional[Progress] = None, should_c
              cache: Optional[StageCache] = None, models: Optional[LoadedModels] = None) -> GenerateOutcome:
     cache = cache or StageCache(None)
     models = models or LoadedModels()
-    timings: dict[str, float] = {}
     reused: list[str] = []
-    clock = [time.perf_counter()]
+    device = _device(req.device)
+    clock = StageClock()
+    timings = clock.timings
 
     def lap(name):
-        now = time.perf_counter()
-        timings[name] = now - clock[0]
-        clock[0] = now
+        clock.lap(name)
         check_cancel(should_cancel)
 
-    device = _device(req.device)
     prepared, ingest_key = _ingest(req, cache, reused, progress)
     lap("ingest")
     canonical, normalisation, canonical_key = _canonical(req, cache, reused)
@@ -209,7 +206,7 @@ def generate(req: GenerateRequest, progress: Optional[Progress] = None, should_c
         run = engine.run(GVFGaussians.from_gaussians(canonical), features.float(), req.gvf, progress)
         timings.update(run.timings)
         animated = run.animated
-        clock[0] = time.perf_counter()
+        clock.restart()
         engine_meta = engine.describe(req.gvf)
         if req.refine > 0:
             frames, alphas = _fit_inputs(prepared, req.fit_size)

@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import contextlib
 import json
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Literal, Optional
+from typing import Literal, Optional
 
 import torch
 from torch import Tensor
@@ -23,11 +22,11 @@ from ..models.fps import farthest_point_sampling
 from ..models.gvf_dit import GVFDiT, GVFDiTConfig
 from ..models.motion_vae import MotionVAE, MotionVAEConfig
 from ..models.weights import WeightsError, load_strict, read_state_dict, read_tensor, sha256_file
+from ..progress import Progress, StageClock
 from ..representations import AnimatedGaussians
 from ..representations.gvf_gaussians import GVFGaussians
 from ..samplers import DiscreteVPSchedule, DPMSolverPP, ThreeWayGuidance
 
-Progress = Callable[[str, float], None]
 
 # the published files (model hub repo BwZhang/GaussianVariationFieldDiffusion), looked up in <weights>/gvf/
 GVF_FILES = {
@@ -167,24 +166,16 @@ class GVFEngine:
 
     def run(self, canonical: GVFGaussians, frame_features: Tensor, settings: GVFSettings,
             progress: Optional[Progress] = None) -> GVFRun:
-        timings = {}
-        clock = [time.perf_counter()]
-
-        def lap(name):   # GPU work finished before the clock is read
-            if self.device.type == "cuda":
-                torch.cuda.synchronize(self.device)
-            now = time.perf_counter()
-            timings[name] = now - clock[0]
-            clock[0] = now
+        clock = StageClock(self.device)
         cond = self.conditions(canonical, frame_features)
-        lap("conditions")
+        clock.lap("conditions")
         latent, nfe = self.sample_latent(cond, frame_features.shape[0], settings, progress)
-        lap("sampling")
+        clock.lap("sampling")
         deltas = self.decode(latent, canonical, settings)
-        lap("decode")
+        clock.lap("decode")
         animated = canonical.to(self.device).apply_deltas(deltas)
-        lap("apply")
-        return GVFRun(animated=animated, deltas=deltas, network_evaluations=nfe, timings=timings)
+        clock.lap("apply")
+        return GVFRun(animated=animated, deltas=deltas, network_evaluations=nfe, timings=clock.timings)
 
     def describe(self, settings: GVFSettings) -> dict:
         return {"name": "gvf", "checkpoints": self.checkpoints,
