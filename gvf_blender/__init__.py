@@ -279,7 +279,10 @@ def register():
             except BackendError as e:
                 self.report({"ERROR"}, str(e))
                 return {"CANCELLED"}
-            self.report({"INFO"}, f"GVF4D {h['version']}, torch {h['torch']}, GPU: {h['gpu'] or 'none (CPU)'}")
+            w = h.get("weights")
+            weights = ("; weights: " + ", ".join(f"{k} {v}" for k, v in w.items() if k != "folder")) if w else \
+                "; no weights folder configured (fit engine only)"
+            self.report({"INFO"}, f"GVF4D {h['version']}, torch {h['torch']}, GPU: {h['gpu'] or 'none (CPU)'}{weights}")
             return {"FINISHED"}
 
     class GVF4D_PT_panel(bpy.types.Panel):

@@ -22,7 +22,8 @@ class Server:
     def start(self) -> "Server":
         lock = self.data / "backend.lock.json"
         lock.unlink(missing_ok=True)
-        self.proc = subprocess.Popen([sys.executable, "-m", "gvf4d.cli", "serve", "--data", str(self.data)],
+        self.proc = subprocess.Popen([sys.executable, "-m", "gvf4d.cli", "serve", "--data", str(self.data),
+                                      "--weights", str(self.data / "weights")],
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         for _ in range(300):
             if lock.is_file():
@@ -89,6 +90,8 @@ def test_lock_file_is_private_and_tokens_are_required(server):
     assert raw(server, "GET", "/v1/health", {**good, "Origin": "https://evil.example"})[0] == 403
     assert raw(server, "GET", "/v1/health", {**good, "Host": f"evil.example:{server.info['port']}"})[0] == 403
     assert raw(server, "GET", "/v1/openapi.json", good)[0] == 200
+    health = server.client.health()
+    assert health["weights"]["folder"].endswith("weights") and health["weights"]["dit"] == "missing"
 
 
 def test_job_runs_to_a_valid_result_and_reruns_reuse_stages(server, shot, tmp_path):

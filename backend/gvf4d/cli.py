@@ -101,7 +101,8 @@ def _client(args):
 
 def _cmd_serve(args) -> int:
     from .service.server import serve
-    serve(args.host, args.port, Path(args.data) if args.data else None, args.allow_remote)
+    serve(args.host, args.port, Path(args.data) if args.data else None, args.allow_remote,
+          Path(args.weights) if args.weights else None)
     return 0
 
 
@@ -214,6 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--port", type=int, default=0, help="0 picks a free port (written to the lock file)")
     sv.add_argument("--data", help="data folder: jobs, cache, lock file (default: $GVF4D_HOME or ~/.local/share/gvf4d)")
     sv.add_argument("--allow-remote", action="store_true", help="allow binding to a non-loopback address")
+    sv.add_argument("--weights", help="the weights folder this backend uses (its status shows in /v1/health)")
     sv.set_defaults(func=_cmd_serve)
     sb = sub.add_parser("submit", help="submit a job to a running backend")
     add_job_arguments(sb)

@@ -23,7 +23,7 @@ MAX_UPLOAD = 8 * 2**30
 
 
 def create_app(store: JobStore, worker: Worker, token: str, allowed_hosts: set[str],
-               allowed_origins: set[str] = frozenset()) -> FastAPI:
+               allowed_origins: set[str] = frozenset(), weights: Path | None = None) -> FastAPI:
     app = FastAPI(title="GVF4D backend", version=__version__, docs_url=None, redoc_url=None,
                   openapi_url="/v1/openapi.json")
 
@@ -50,9 +50,13 @@ def create_app(store: JobStore, worker: Worker, token: str, allowed_hosts: set[s
     @app.get("/v1/health")
     def health() -> dict:
         cuda = torch.cuda.is_available()
+        present = None
+        if weights is not None:
+            from ..weights_folder import report
+            present = {"folder": str(weights), **{r.name: r.status for r in report(weights)}}
         return {"version": __version__, "torch": torch.__version__, "cuda": cuda,
                 "gpu": torch.cuda.get_device_name() if cuda else None, "running": worker.current,
-                "queued": len(store.queued())}
+                "queued": len(store.queued()), "weights": present}
 
     @app.post("/v1/jobs", status_code=201)
     def submit(body: JobRequest) -> dict:

@@ -47,7 +47,8 @@ def read_lock(data_dir: Path) -> dict:
     return json.loads(path.read_text())
 
 
-def serve(host: str = "127.0.0.1", port: int = 0, data_dir: Path | None = None, allow_remote: bool = False) -> None:
+def serve(host: str = "127.0.0.1", port: int = 0, data_dir: Path | None = None, allow_remote: bool = False,
+          weights: Path | None = None) -> None:
     import uvicorn
 
     from .app import create_app
@@ -71,7 +72,7 @@ def serve(host: str = "127.0.0.1", port: int = 0, data_dir: Path | None = None, 
     worker = Worker(store, data_dir)
     shown = f"[{host}]" if ":" in host else host
     hosts = {f"{shown}:{port}"} | ({f"localhost:{port}", f"127.0.0.1:{port}", f"[::1]:{port}"} if _is_loopback(host) else set())
-    app = create_app(store, worker, token, hosts)
+    app = create_app(store, worker, token, hosts, weights=Path(weights).resolve() if weights else None)
     url = f"http://{shown}:{port}"
     lock = write_lock(data_dir, {"url": url, "host": host, "port": port, "pid": os.getpid(), "token": token})
     worker.start()
