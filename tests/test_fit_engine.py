@@ -72,7 +72,6 @@ def test_refinement_moves_another_result_towards_the_footage(tmp_path):
     """Refining another engine's result: start from the true motion with each part of each frame shifted, and
     check the refinement brings its renders closer to the footage it is fitted to, keeping the other tracks."""
     from gvf4d.metrics import psnr
-    from gvf4d.pipelines.demo import fit_inputs
     from gvf4d.rendering import footage_camera, render_gaussians
     shot = _truncate(make_synthetic_shot(num_frames=32, gaussians_per_part=120, seed=6), 4)
     rec = reconstruct_shot(shot, tmp_path, footage_size=96, fit_size=64, fit=FitSettings(iterations_first=1, iterations=1))
@@ -80,7 +79,7 @@ def test_refinement_moves_another_result_towards_the_footage(tmp_path):
     g = torch.Generator().manual_seed(0)
     offsets = torch.randn(4, len(shot.parts), 3, generator=g) * 0.04
     perturbed = replace(truth, positions=truth.positions + offsets[:, shot.part_ids])
-    frames, alphas = fit_inputs(rec.prepared.frames, rec.prepared.alphas, 64)
+    frames, alphas = rec.prepared.tensors(64)
     cam = footage_camera(64, 64)
     refined = fit_variation_field(truth.canonical, frames, alphas, cam, FitSettings(iterations_first=30, iterations=30),
                                   init=perturbed)

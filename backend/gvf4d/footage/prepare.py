@@ -6,11 +6,14 @@ pasted at the centre of a white 512x512 canvas.
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 from PIL import Image
 
 from .errors import FootageError
@@ -40,6 +43,29 @@ class PreparedFootage:
     @property
     def num_frames(self) -> int:
         return len(self.frame_indices)
+
+    def tensors(self, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The frames as float tensors at size x size (area-averaged): rgb (T, S, S, 3) over white, alpha (T, S, S)."""
+        rgb = torch.from_numpy(self.frames).float().div(255).permute(0, 3, 1, 2)
+        a = torch.from_numpy(self.alphas).float().div(255)[:, None]
+        rgb = F.interpolate(rgb, size=(size, size), mode="area").permute(0, 2, 3, 1)
+        a = F.interpolate(a, size=(size, size), mode="area")[:, 0]
+        return rgb.contiguous(), a.contiguous()
+
+    def save(self, folder: Path) -> None:
+        """frames.npz + prepared.json in folder (the stage cache's copy)."""
+        np.savez(folder / "frames.npz", frames=self.frames, alphas=self.alphas)
+        (folder / "prepared.json").write_text(json.dumps({
+            "frame_indices": self.frame_indices, "crop_box": list(self.crop_box), "source_path": str(self.source_path),
+            "source_size": list(self.source_size), "content_hash": self.content_hash, "fps": self.fps,
+            "stride": self.stride}))
+
+    @classmethod
+    def load(cls, folder: Path) -> "PreparedFootage":
+        arrays = np.load(folder / "frames.npz")
+        m = json.loads((folder / "prepared.json").read_text())
+        return cls(arrays["frames"], arrays["alphas"], m["frame_indices"], tuple(m["crop_box"]), Path(m["source_path"]),
+                   tuple(m["source_size"]), m["content_hash"], m["fps"], m["stride"])
 
     def to_metadata(self) -> dict:
         x0, y0, x1, y1 = self.crop_box

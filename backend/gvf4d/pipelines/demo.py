@@ -9,7 +9,6 @@ from typing import Callable, Optional
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 
 from ..canonical import Normalisation, load_splat_canonical
@@ -65,15 +64,6 @@ def composite(frames: np.ndarray, background=(0, 177, 64)) -> np.ndarray:
     return (frames[..., :3] * a + np.asarray(background, np.float32) * (1 - a) + 0.5).astype(np.uint8)
 
 
-def fit_inputs(frames: np.ndarray, alphas: np.ndarray, size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(T, 512, 512, 3) uint8 + (T, 512, 512) uint8 -> float tensors at size x size (area-averaged)."""
-    rgb = torch.from_numpy(frames).float().div(255).permute(0, 3, 1, 2)
-    a = torch.from_numpy(alphas).float().div(255)[:, None]
-    rgb = F.interpolate(rgb, size=(size, size), mode="area").permute(0, 2, 3, 1)
-    a = F.interpolate(a, size=(size, size), mode="area")[:, 0]
-    return rgb.contiguous(), a.contiguous()
-
-
 @dataclass
 class ShotReconstruction:
     """The fit engine's result for a synthetic shot, in the result's space and mapped back to the truth's."""
@@ -99,7 +89,7 @@ def reconstruct_shot(shot: SyntheticShot, workdir: Path, footage_size: int = 256
     lap("ingest")
     canonical, normalisation = load_splat_canonical(canonical_ply)
     canonical = canonical.to(device)
-    frames, alphas = fit_inputs(prepared.frames, prepared.alphas, fit_size)
+    frames, alphas = prepared.tensors(fit_size)
     frames, alphas = frames.to(device), alphas.to(device)
     camera = footage_camera(fit_size, fit_size).to(device)
     alignment = align_to_footage(canonical, frames[0], alphas[0], camera)

@@ -99,22 +99,11 @@ def _ingest(req: GenerateRequest, cache: StageCache, reused: list, progress) -> 
     hit = cache.get("ingest", key)
     if hit:
         reused.append("ingest")
-        arrays = np.load(hit / "frames.npz")
-        meta = json.loads((hit / "prepared.json").read_text())
-        return PreparedFootage(arrays["frames"], arrays["alphas"], meta["frame_indices"], tuple(meta["crop_box"]),
-                               Path(meta["source_path"]), tuple(meta["source_size"]), meta["content_hash"],
-                               meta["fps"], meta["stride"]), key
+        return PreparedFootage.load(hit), key
     prepared = prepare_footage(req.footage, req.start, req.end, req.stride, req.frames,
                                MattingOptions.parse(req.matte, req.weights), req.fps,
                                progress=(lambda f: progress("ingest", f)) if progress else None)
-
-    def write(d: Path):
-        np.savez(d / "frames.npz", frames=prepared.frames, alphas=prepared.alphas)
-        (d / "prepared.json").write_text(json.dumps({
-            "frame_indices": prepared.frame_indices, "crop_box": list(prepared.crop_box),
-            "source_path": str(prepared.source_path), "source_size": list(prepared.source_size),
-            "content_hash": prepared.content_hash, "fps": prepared.fps, "stride": prepared.stride}))
-    cache.put("ingest", key, write)
+    cache.put("ingest", key, prepared.save)
     return prepared, key
 
 
@@ -137,11 +126,6 @@ def _canonical(req: GenerateRequest, cache: StageCache, reused: list):
     return g, norm, key
 
 
-def _fit_inputs(prepared: PreparedFootage, size: int):
-    from .demo import fit_inputs
-    return fit_inputs(prepared.frames, prepared.alphas, size)
-
-
 def generate(req: GenerateRequest, progress: Optional[Progress] = None, should_cancel: Optional[ShouldCancel] = None,
              cache: Optional[StageCache] = None, models: Optional[LoadedModels] = None) -> GenerateOutcome:
     cache = cache or StageCache(None)
@@ -162,7 +146,7 @@ def generate(req: GenerateRequest, progress: Optional[Progress] = None, should_c
     meta_canonical = {"source": req.canonical[0], "path": str(req.canonical[1])}
 
     if req.engine == "fit":
-        frames, alphas = _fit_inputs(prepared, req.fit_size)
+        frames, alphas = prepared.tensors(req.fit_size)
         camera = footage_camera(req.fit_size, req.fit_size)
         key = stage_key("align", ingest_key, canonical_key, req.fit_size, req.azimuth_step)
         hit = cache.get("align", key)
@@ -207,9 +191,9 @@ def generate(req: GenerateRequest, progress: Optional[Progress] = None, should_c
         timings.update(run.timings)
         animated = run.animated
         clock.restart()
-        engine_meta = engine.describe(req.gvf)
+        engine_meta = engine.describe()
         if req.refine > 0:
-            frames, alphas = _fit_inputs(prepared, req.fit_size)
+            frames, alphas = prepared.tensors(req.fit_size)
             camera = footage_camera(req.fit_size, req.fit_size).to(device)
             alignment = align_to_footage(canonical.to(device), frames[0].to(device), alphas[0].to(device), camera)
             off = torch.tensor(alignment.offset, device=device)

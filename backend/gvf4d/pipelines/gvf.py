@@ -177,6 +177,6 @@ class GVFEngine:
         clock.lap("apply")
         return GVFRun(animated=animated, deltas=deltas, network_evaluations=nfe, timings=clock.timings)
 
-    def describe(self, settings: GVFSettings) -> dict:
+    def describe(self) -> dict:
         return {"name": "gvf", "checkpoints": self.checkpoints,
                 "dit": asdict(self.dit.config), "motion_vae": asdict(self.vae.config)}
