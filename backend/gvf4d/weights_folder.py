@@ -13,7 +13,7 @@ from typing import Optional
 
 from .atomic import atomic_output
 from .models.weights import WeightsError, convert_to_safetensors, sha256_file
-from .pipelines.gvf import GVF_FILES
+from .pipelines.gvf import GVF_FILES, existing_weight_file
 
 GVF_HUB_REPO = "BwZhang/GaussianVariationFieldDiffusion"
 DINOV2_HUB_REPO = "facebook/dinov2-with-registers-large"
@@ -51,7 +51,7 @@ def report(folder: Path, with_hashes: bool = False) -> list[WeightsEntry]:
     lock = _lock(folder)
     rows = []
     for name, stem in GVF_FILES.items():
-        path = next((folder / "gvf" / f"{stem}{s}" for s in (".safetensors", ".pt") if (folder / "gvf" / f"{stem}{s}").is_file()), None)
+        path = existing_weight_file(folder / "gvf", stem)
         rel = str(path.relative_to(folder)) if path else None
         rows.append(WeightsEntry(name, path, path.stat().st_size if path else 0,
                                  sha256_file(path) if (path and with_hashes) else None, lock.get(rel)))

@@ -33,13 +33,29 @@ class SilhouetteAlignment:
         return {"scale": self.scale, "offset": list(self.offset), "meaning": "aligned = original * scale + offset"}
 
 
+def silhouette_boxes(alpha: Tensor) -> Tensor:
+    """(C, H, W) -> (C, 4) centre x, centre y, size (pixels), valid (1/0) of alpha > 0.5."""
+    C, H, W = alpha.shape
+    m = alpha > 0.5
+    xs = torch.arange(W, device=alpha.device, dtype=alpha.dtype)
+    ys = torch.arange(H, device=alpha.device, dtype=alpha.dtype)
+    anyx, anyy = m.any(1), m.any(2)
+    big = torch.tensor(1e9, device=alpha.device, dtype=alpha.dtype)
+    x0 = torch.where(anyx, xs, big).min(1).values
+    x1 = torch.where(anyx, xs, -big).max(1).values + 1
+    y0 = torch.where(anyy, ys, big).min(1).values
+    y1 = torch.where(anyy, ys, -big).max(1).values + 1
+    valid = anyx.any(1)
+    size = torch.maximum(x1 - x0, y1 - y0)
+    return torch.stack([(x0 + x1) / 2, (y0 + y1) / 2, torch.where(valid, size, torch.ones_like(size)), valid.to(alpha.dtype)], -1)
+
+
 def _box(alpha: Tensor) -> tuple[float, float, float]:
-    """(centre x, centre y, size) of alpha > 0.5 in pixels."""
-    ys, xs = torch.nonzero(alpha > 0.5, as_tuple=True)
-    if xs.numel() == 0:
+    """(centre x, centre y, size) of one silhouette (H, W)."""
+    cx, cy, size, valid = silhouette_boxes(alpha[None])[0].tolist()
+    if not valid:
         raise ValueError("empty silhouette")
-    x0, x1, y0, y1 = xs.min().item(), xs.max().item() + 1, ys.min().item(), ys.max().item() + 1
-    return (x0 + x1) / 2, (y0 + y1) / 2, max(x1 - x0, y1 - y0)
+    return cx, cy, size
 
 
 def align_to_footage(g: Gaussians, rgb: Tensor, alpha: Tensor, camera: Cameras, box_iterations: int = 3,

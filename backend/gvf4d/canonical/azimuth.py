@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..rendering import orbit_cameras, rasterize
+from .align import silhouette_boxes
 from ..representations import Gaussians
 from ..representations.rotation import quat_multiply
 
@@ -42,23 +43,6 @@ def rotate_about_z(g: Gaussians, degrees: float) -> Gaussians:
     R = torch.tensor([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]], dtype=g.means.dtype, device=g.means.device)
     q = torch.tensor([math.cos(a / 2), 0.0, 0.0, math.sin(a / 2)], dtype=g.quats.dtype, device=g.quats.device)
     return replace(g, means=g.means @ R.T, quats=quat_multiply(q.expand_as(g.quats), g.quats))
-
-
-def _boxes(alpha: Tensor) -> Tensor:
-    """(C, H, W) -> (C, 4) centre x, centre y, size (pixels), valid (1/0) of alpha > 0.5."""
-    C, H, W = alpha.shape
-    m = alpha > 0.5
-    xs = torch.arange(W, device=alpha.device, dtype=alpha.dtype)
-    ys = torch.arange(H, device=alpha.device, dtype=alpha.dtype)
-    anyx, anyy = m.any(1), m.any(2)
-    big = torch.tensor(1e9, device=alpha.device, dtype=alpha.dtype)
-    x0 = torch.where(anyx, xs, big).min(1).values
-    x1 = torch.where(anyx, xs, -big).max(1).values + 1
-    y0 = torch.where(anyy, ys, big).min(1).values
-    y1 = torch.where(anyy, ys, -big).max(1).values + 1
-    valid = anyx.any(1)
-    size = torch.maximum(x1 - x0, y1 - y0)
-    return torch.stack([(x0 + x1) / 2, (y0 + y1) / 2, torch.where(valid, size, torch.ones_like(size)), valid.to(alpha.dtype)], -1)
 
 
 class ClipScorer:
@@ -94,7 +78,7 @@ def search_azimuth(g: Gaussians, rgb: Tensor, alpha: Tensor, azimuths_deg: Seque
     H, W = alpha.shape
     dev = g.means.device
     rgb, alpha = rgb.to(dev), alpha.to(dev)
-    target_box = _boxes(alpha[None])[0]
+    target_box = silhouette_boxes(alpha[None])[0]
     azimuths = torch.tensor(list(azimuths_deg), dtype=torch.float32)
     target_emb = clip.embed(rgb[None]) if clip else None
     white = torch.ones(1, 3, device=dev)
@@ -106,7 +90,7 @@ def search_azimuth(g: Gaussians, rgb: Tensor, alpha: Tensor, azimuths_deg: Seque
             r, a = rasterize(g.means, g.quats, g.scales, g.opacities, g.rgb, cams.viewmats, cams.Ks, W, H,
                              backgrounds=white.expand(C, 3))
         a = a[..., 0]
-        box = _boxes(a)
+        box = silhouette_boxes(a)
         # resample every render so its silhouette box lands on the footage's (scale about the centres)
         k = box[:, 2] / target_box[2]                                   # render px per target px
         theta = torch.zeros(C, 2, 3, device=dev)

@@ -41,12 +41,15 @@ CONFIG_FILE = "gvf4d_config.json"   # optional, beside them: {"dit": {...}, "mot
 NUM_STATIC_TOKENS = 4096
 
 
+def existing_weight_file(folder: Path, stem: str) -> Optional[Path]:
+    """<stem>.safetensors if present (converted), else <stem>.pt, else None."""
+    return next((p for p in (folder / f"{stem}.safetensors", folder / f"{stem}.pt") if p.is_file()), None)
+
+
 def find_weight_file(folder: Path, stem: str) -> Path:
-    """<stem>.safetensors if present (converted), else <stem>.pt."""
-    for suffix in (".safetensors", ".pt"):
-        p = folder / f"{stem}{suffix}"
-        if p.is_file():
-            return p
+    path = existing_weight_file(folder, stem)
+    if path is not None:
+        return path
     raise WeightsError(f"{folder / (stem + '.pt')}: missing (run `gvf4d weights --weights {folder.parent}` to see what "
                        "is present, or `--download` where a network is available)")
 
