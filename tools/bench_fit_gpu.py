@@ -7,12 +7,12 @@ from __future__ import annotations
 import argparse
 import json
 import tempfile
-import time
 from pathlib import Path
 
 from gvf4d.engines.fit import FitSettings
 from gvf4d.evaluation import score
 from gvf4d.pipelines.demo import reconstruct_shot
+from gvf4d.progress import StageClock
 from gvf4d.synthetic import make_synthetic_shot
 
 
@@ -25,16 +25,11 @@ def main() -> None:
     args = ap.parse_args()
     for gpp in args.gaussians_per_part:
         shot = make_synthetic_shot(num_frames=args.frames, gaussians_per_part=gpp)
-        laps = {}
-        clock = [time.perf_counter()]
-
-        def lap(name):
-            now = time.perf_counter()
-            laps[name] = now - clock[0]
-            clock[0] = now
+        clock = StageClock()
+        laps = clock.timings
         rec = reconstruct_shot(shot, Path(tempfile.mkdtemp()), footage_size=512, fit_size=args.size,
                                fit=FitSettings(iterations_first=2 * args.iterations, iterations=args.iterations),
-                               lap=lap, device="cuda")
+                               lap=clock.lap, device="cuda")
         s = score(rec.animated.to("cuda"), rec.truth.to("cuda"), size=256)
         st = score(rec.static_baseline.to("cuda"), rec.truth.to("cuda"), size=256)
         print(json.dumps({"gaussians": len(shot.animated.canonical), "fit_size": args.size, "laps_s": laps,

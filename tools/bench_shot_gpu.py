@@ -24,6 +24,7 @@ from gvf4d.models.gvf_dit import GVFDiT, GVFDiTConfig  # noqa: E402
 from gvf4d.models.motion_vae import MotionVAE, MotionVAEConfig  # noqa: E402
 from gvf4d.pipelines.demo import write_shot_files  # noqa: E402
 from gvf4d.pipelines.gvf import GVFEngine, GVFSettings  # noqa: E402
+from gvf4d.progress import StageClock  # noqa: E402
 from gvf4d.representations.gvf_gaussians import GVFGaussians  # noqa: E402
 from gvf4d.result import write_result  # noqa: E402
 from gvf4d.synthetic import make_synthetic_shot  # noqa: E402
@@ -51,20 +52,15 @@ def main():
     canonical = GVFGaussians.from_gaussians(shot.animated.canonical).to(dev)
     settings = GVFSettings(method=args.method, steps=args.steps)
     for run in range(2):   # the first run warms up kernels and caches; the second is the one reported
-        laps, clock = {}, [time.perf_counter()]
-
-        def lap(name):
-            torch.cuda.synchronize()
-            now = time.perf_counter()
-            laps[name] = now - clock[0]
-            clock[0] = now
+        clock = StageClock(dev)
+        laps, lap = clock.timings, clock.lap
         prepared = prepare_footage(footage, count=32)
         lap("ingest")
         feats = dino(prepared.frames)
         lap("features")
         result = engine.run(canonical, feats, settings)
         laps.update(result.timings)
-        clock[0] = time.perf_counter()
+        clock.restart()
         write_result(root / "shot.gvf4d", result.animated, {"fps": 24.0})
         lap("write")
     total = sum(laps.values())
