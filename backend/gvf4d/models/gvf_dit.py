@@ -18,13 +18,15 @@ from typing import Literal, Optional
 import torch
 from torch import Tensor, nn
 
-from .attention import MultiHeadRMSNorm, attention
+from .config import ModelConfig
 from .embeddings import TimestepEmbedder, xyz_sincos_embedding
+from .transformer import CrossAttention, FeedForward, SelfAttention
 
 
 @dataclass
-class GVFDiTConfig:
+class GVFDiTConfig(ModelConfig):
     """Constructor arguments of the published DiT (configs/diffusion.yml `model`)."""
+    NAME = "DiT"
 
     resolution: int = 512
     in_channels: int = 16
@@ -46,75 +48,10 @@ class GVFDiTConfig:
     qk_rms_norm_cross: bool = False
     no_temporal_attn: bool = False
 
-    @classmethod
-    def from_dict(cls, d: dict) -> "GVFDiTConfig":
-        unknown = set(d) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f"unknown DiT config keys {sorted(unknown)}")
-        return cls(**d)
 
     @property
     def heads(self) -> int:
         return self.num_heads or self.model_channels // self.num_head_channels
-
-
-class SelfAttention(nn.Module):
-    def __init__(self, channels: int, heads: int, qk_rms_norm: bool):
-        super().__init__()
-        self.heads = heads
-        self.to_qkv = nn.Linear(channels, 3 * channels)
-        if qk_rms_norm:
-            self.q_rms_norm = MultiHeadRMSNorm(channels // heads, heads)
-            self.k_rms_norm = MultiHeadRMSNorm(channels // heads, heads)
-        self.qk_rms_norm = qk_rms_norm
-        self.to_out = nn.Linear(channels, channels)
-
-    def forward(self, x: Tensor) -> Tensor:
-        """x (B, L, C) -> (B, L, C)."""
-        B, L, C = x.shape
-        q, k, v = self.to_qkv(x).reshape(B, L, 3, self.heads, -1).unbind(2)
-        if self.qk_rms_norm:
-            q, k = self.q_rms_norm(q), self.k_rms_norm(k)
-        return self.to_out(attention(q, k, v).reshape(B, L, C))
-
-
-class CrossAttention(nn.Module):
-    def __init__(self, channels: int, ctx_channels: int, heads: int, qk_rms_norm: bool):
-        super().__init__()
-        self.heads = heads
-        self.to_q = nn.Linear(channels, channels)
-        self.to_kv = nn.Linear(ctx_channels, 2 * channels)
-        if qk_rms_norm:
-            self.q_rms_norm = MultiHeadRMSNorm(channels // heads, heads)
-            self.k_rms_norm = MultiHeadRMSNorm(channels // heads, heads)
-        self.qk_rms_norm = qk_rms_norm
-        self.to_out = nn.Linear(channels, channels)
-
-    def keys_values(self, context: Tensor) -> tuple[Tensor, Tensor]:
-        """context (B, Lc, C_ctx) -> k, v (B, Lc, H, D)."""
-        B, L, _ = context.shape
-        k, v = self.to_kv(context).reshape(B, L, 2, self.heads, -1).unbind(2)
-        if self.qk_rms_norm:
-            k = self.k_rms_norm(k)
-        return k, v
-
-    def forward(self, x: Tensor, kv: tuple[Tensor, Tensor]) -> Tensor:
-        """x (B, L, C), kv from keys_values -> (B, L, C)."""
-        B, L, C = x.shape
-        q = self.to_q(x).reshape(B, L, self.heads, -1)
-        if self.qk_rms_norm:
-            q = self.q_rms_norm(q)
-        return self.to_out(attention(q, *kv).reshape(B, L, C))
-
-
-class FeedForward(nn.Module):
-    def __init__(self, channels: int, mlp_ratio: float):
-        super().__init__()
-        hidden = int(channels * mlp_ratio)
-        self.mlp = nn.Sequential(nn.Linear(channels, hidden), nn.GELU(approximate="tanh"), nn.Linear(hidden, channels))
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.mlp(x)
 
 
 def _modulate(x: Tensor, shift: Tensor, scale: Tensor) -> Tensor:
@@ -187,7 +124,7 @@ class FinalLayer(nn.Module):
 class GVFDiT(nn.Module):
     def __init__(self, config: GVFDiTConfig | dict):
         super().__init__()
-        cfg = config if isinstance(config, GVFDiTConfig) else GVFDiTConfig.from_dict(config)
+        cfg = GVFDiTConfig.coerce(config)
         if cfg.patch_size != 1:
             raise ValueError("GVFDiT supports patch_size 1 only (as published)")
         self.config = cfg

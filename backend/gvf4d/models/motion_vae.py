@@ -16,13 +16,15 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .attention import attention
+from .config import ModelConfig
 from .embeddings import PointFourierEmbed
 from .fps import farthest_point_sampling
 
 
 @dataclass
-class MotionVAEConfig:
+class MotionVAEConfig(ModelConfig):
     """Constructor arguments of the published motion VAE (configs/diffusion.yml `motion_vae`)."""
+    NAME = "motion VAE"
 
     depth: int = 12
     dim: int = 768
@@ -43,12 +45,6 @@ class MotionVAEConfig:
     knn_k: int = 8
     beta: float = 7.0
 
-    @classmethod
-    def from_dict(cls, d: dict) -> "MotionVAEConfig":
-        unknown = set(d) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f"unknown motion VAE config keys {sorted(unknown)}")
-        return cls(**d)
 
 
 class PreNorm(nn.Module):
@@ -115,7 +111,7 @@ class Posterior:
 class MotionVAE(nn.Module):
     def __init__(self, config: MotionVAEConfig | dict):
         super().__init__()
-        cfg = config if isinstance(config, MotionVAEConfig) else MotionVAEConfig.from_dict(config)
+        cfg = MotionVAEConfig.coerce(config)
         if cfg.weight_tie_layers:
             raise ValueError("weight_tie_layers=True is not supported (the published model does not tie)")
         self.config = cfg

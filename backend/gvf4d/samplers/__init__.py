@@ -1,6 +1,7 @@
 """Diffusion schedules and solvers, kept apart from the networks (as diffusers does)."""
 from .schedule import DiscreteVPSchedule, cosine_betas
 from .dpm_solver import DPMSolverPP, SolverStats
+from .flow_euler import FlowEulerSampler
 from .guidance import ThreeWayGuidance
 
-__all__ = ["DiscreteVPSchedule", "cosine_betas", "DPMSolverPP", "SolverStats", "ThreeWayGuidance"]
+__all__ = ["DiscreteVPSchedule", "cosine_betas", "DPMSolverPP", "SolverStats", "ThreeWayGuidance", "FlowEulerSampler"]

@@ -1,0 +1,50 @@
+"""TRELLIS' transformer blocks (ModulatedTransformerCrossBlock and its sparse twin; the plain SparseTransformerBlock),
+one class each for dense and sparse tokens (tokens.py), parameter names as published."""
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from ..transformer import CrossAttention, FeedForward, SelfAttention
+from .tokens import DenseTokens, SparseTokens
+
+
+class ModulatedCrossBlock(nn.Module):
+    """adaLN-modulated self-attention, cross-attention to the image tokens, modulated MLP."""
+
+    def __init__(self, channels: int, ctx_channels: int, heads: int, mlp_ratio: float = 4.0, share_mod: bool = False,
+                 qk_rms_norm: bool = False, qk_rms_norm_cross: bool = False):
+        super().__init__()
+        self.share_mod = share_mod
+        self.norm1 = nn.LayerNorm(channels, elementwise_affine=False, eps=1e-6)
+        self.norm2 = nn.LayerNorm(channels, elementwise_affine=True, eps=1e-6)
+        self.norm3 = nn.LayerNorm(channels, elementwise_affine=False, eps=1e-6)
+        self.self_attn = SelfAttention(channels, heads, qk_rms_norm)
+        self.cross_attn = CrossAttention(channels, ctx_channels, heads, qk_rms_norm_cross)
+        self.mlp = FeedForward(channels, mlp_ratio)
+        if not share_mod:
+            self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(channels, 6 * channels))
+
+    def forward(self, x: Tensor, emb: Tensor, context: Tensor, tokens: DenseTokens | SparseTokens) -> Tensor:
+        """x (B, L, C) or (N, C); emb (B, C) time embedding (or (B, 6C) shared modulation); context (B, Lc, C_ctx)."""
+        mod = emb if self.share_mod else self.adaLN_modulation(emb)
+        shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = (tokens.rows(m) for m in mod.chunk(6, dim=1))
+        h = self.norm1(x) * (1 + scale_msa) + shift_msa
+        x = x + self.self_attn(h, tokens.self_attend) * gate_msa
+        x = x + self.cross_attn(self.norm2(x), self.cross_attn.keys_values(context), tokens.cross_attend)
+        h = self.norm3(x) * (1 + scale_mlp) + shift_mlp
+        return x + self.mlp(h) * gate_mlp
+
+
+class TransformerBlock(nn.Module):
+    """Self-attention then MLP, pre-norm without affine parameters."""
+
+    def __init__(self, channels: int, heads: int, mlp_ratio: float = 4.0, qk_rms_norm: bool = False):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(channels, elementwise_affine=False, eps=1e-6)
+        self.norm2 = nn.LayerNorm(channels, elementwise_affine=False, eps=1e-6)
+        self.attn = SelfAttention(channels, heads, qk_rms_norm)
+        self.mlp = FeedForward(channels, mlp_ratio)
+
+    def forward(self, x: Tensor, tokens: DenseTokens | SparseTokens) -> Tensor:
+        x = x + self.attn(self.norm1(x), tokens.self_attend)
+        return x + self.mlp(self.norm2(x))

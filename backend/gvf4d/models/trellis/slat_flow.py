@@ -1,0 +1,129 @@
+"""TRELLIS' structured-latent flow model: a U-shaped sparse network over the active voxels.
+
+Input blocks (sparse conv res-blocks, the last one pooling by 2) -> modulated sparse transformer at the pooled
+resolution (cross-attention to the image tokens) -> output blocks (un-pooling, skip connections) -> velocity.
+Same state_dict as the published SLatFlowModel."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..config import ModelConfig
+from ..embeddings import TimestepEmbedder, xyz_sincos_embedding
+from ..sparse import SparseConv3d, SparseTensor, downsample, upsample
+from .blocks import ModulatedCrossBlock
+from .tokens import SparseTokens
+
+
+@dataclass
+class SLatFlowConfig(ModelConfig):
+    """ckpts/slat_flow_*.json `args`."""
+    NAME = "structured-latent flow"
+
+    resolution: int
+    in_channels: int
+    model_channels: int
+    cond_channels: int
+    out_channels: int
+    num_blocks: int
+    num_heads: Optional[int] = None
+    num_head_channels: int = 64
+    mlp_ratio: float = 4
+    patch_size: int = 2
+    num_io_res_blocks: int = 2
+    io_block_channels: list = field(default_factory=list)
+    pe_mode: str = "ape"
+    use_fp16: bool = False
+    use_checkpoint: bool = False
+    use_skip_connection: bool = True
+    share_mod: bool = False
+    qk_rms_norm: bool = False
+    qk_rms_norm_cross: bool = False
+
+    @property
+    def heads(self) -> int:
+        return self.num_heads or self.model_channels // self.num_head_channels
+
+
+class SparseResBlock3d(nn.Module):
+    """LayerNorm -> SiLU -> conv -> LayerNorm modulated by the time embedding -> SiLU -> conv, plus a skip;
+    optionally pooling (before) or un-pooling (before) by 2."""
+
+    def __init__(self, channels: int, emb_channels: int, out_channels: int, resample: Optional[str] = None):
+        super().__init__()
+        self.resample = resample
+        self.norm1 = nn.LayerNorm(channels, elementwise_affine=True, eps=1e-6)
+        self.norm2 = nn.LayerNorm(out_channels, elementwise_affine=False, eps=1e-6)
+        self.conv1 = SparseConv3d(channels, out_channels, 3)
+        self.conv2 = SparseConv3d(out_channels, out_channels, 3)
+        self.emb_layers = nn.Sequential(nn.SiLU(), nn.Linear(emb_channels, 2 * out_channels))
+        self.skip_connection = nn.Linear(channels, out_channels) if channels != out_channels else nn.Identity()
+
+    def forward(self, x: SparseTensor, emb: Tensor) -> SparseTensor:
+        scale, shift = self.emb_layers(emb).chunk(2, dim=1)
+        if self.resample == "down":
+            x = downsample(x)
+        elif self.resample == "up":
+            x = upsample(x)
+        h = self.conv1(x.replace(F.silu(self.norm1(x.feats))))
+        h = self.norm2(h.feats) * (1 + x.per_item(scale)) + x.per_item(shift)
+        h = self.conv2(x.replace(F.silu(h)))
+        return h.replace(h.feats + self.skip_connection(x.feats))
+
+
+class SLatFlowModel(nn.Module):
+    def __init__(self, config: SLatFlowConfig | dict):
+        super().__init__()
+        cfg = SLatFlowConfig.coerce(config)
+        if cfg.pe_mode != "ape":
+            raise ValueError(f"structured-latent flow: pe_mode {cfg.pe_mode!r} is not supported (published: 'ape')")
+        stages = math.log2(cfg.patch_size)
+        if stages != int(stages) or int(stages) != len(cfg.io_block_channels):
+            raise ValueError(f"structured-latent flow: patch_size {cfg.patch_size} needs log2(patch_size) "
+                             f"io_block_channels, got {cfg.io_block_channels}")
+        self.config = cfg
+        c = cfg.model_channels
+        io = list(cfg.io_block_channels)
+        self.t_embedder = TimestepEmbedder(c)
+        if cfg.share_mod:
+            self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(c, 6 * c))
+        self.input_layer = nn.Linear(cfg.in_channels, io[0])
+        self.input_blocks = nn.ModuleList()
+        for chs, next_chs in zip(io, io[1:] + [c]):
+            self.input_blocks.extend(SparseResBlock3d(chs, c, chs) for _ in range(cfg.num_io_res_blocks - 1))
+            self.input_blocks.append(SparseResBlock3d(chs, c, next_chs, resample="down"))
+        self.blocks = nn.ModuleList([
+            ModulatedCrossBlock(c, cfg.cond_channels, cfg.heads, cfg.mlp_ratio, cfg.share_mod, cfg.qk_rms_norm,
+                                cfg.qk_rms_norm_cross)
+            for _ in range(cfg.num_blocks)])
+        skip = 2 if cfg.use_skip_connection else 1
+        self.out_blocks = nn.ModuleList()
+        for chs, prev_chs in zip(reversed(io), [c] + list(reversed(io[1:]))):
+            self.out_blocks.append(SparseResBlock3d(prev_chs * skip, c, chs, resample="up"))
+            self.out_blocks.extend(SparseResBlock3d(chs * skip, c, chs) for _ in range(cfg.num_io_res_blocks - 1))
+        self.out_layer = nn.Linear(io[0], cfg.out_channels)
+
+    def forward(self, x: SparseTensor, t: Tensor, cond: Tensor) -> SparseTensor:
+        """x: latent feats (N, C_in) on the voxels; t (B,) model time in [0, 1000]; cond (B, L, C_cond)
+        -> velocity on the same voxels, rows in the same order."""
+        cfg = self.config
+        h = x.replace(self.input_layer(x.feats))
+        emb = self.t_embedder(t)
+        if cfg.share_mod:
+            emb = self.adaLN_modulation(emb)
+        skips = []
+        for block in self.input_blocks:
+            h = block(h, emb)
+            skips.append(h.feats)
+        h = h.replace(h.feats + xyz_sincos_embedding(h.coords[:, 1:].float(), cfg.model_channels).to(h.feats.dtype))
+        tokens = SparseTokens(h)
+        for block in self.blocks:
+            h = h.replace(block(h.feats, emb, cond, tokens))
+        for block, skip in zip(self.out_blocks, reversed(skips)):
+            h = block(h.replace(torch.cat([h.feats, skip], dim=1)) if cfg.use_skip_connection else h, emb)
+        return h.replace(self.out_layer(F.layer_norm(h.feats.float(), h.feats.shape[-1:])).float())
