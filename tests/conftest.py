@@ -22,3 +22,10 @@ def shot_files(tmp_path_factory):
     shot = make_synthetic_shot(num_frames=4, gaussians_per_part=40, seed=3)
     write_shot_files(shot, root, 64)
     return root, shot
+
+
+@pytest.fixture(scope="session")
+def small_weights(tmp_path_factory):
+    """A weights folder (gvf/, dinov2/, trellis/) with small random networks (tests/small_weights.py)."""
+    from small_weights import write_small_weights
+    return write_small_weights(tmp_path_factory.mktemp("weights"))

@@ -7,36 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from gvf4d.models.gvf_dit import GVFDiT, GVFDiTConfig
-from gvf4d.models.motion_vae import MotionVAE, MotionVAEConfig
 from gvf4d.pipelines.gvf import CONFIG_FILE, GVF_FILES
 from gvf_blender.result_file import GVF4DFile
 
-DIT = dict(resolution=64, model_channels=64, num_blocks=2, num_heads=4, image_cond_channels=32)
-VAE = dict(depth=1, dim=48, queries_dim=48, num_inputs=128, num_latents=64, heads=4, num_timesteps=4)
-
-
-@pytest.fixture(scope="module")
-def small_weights(tmp_path_factory):
-    root = tmp_path_factory.mktemp("weights")
-    gvf = root / "gvf"
-    gvf.mkdir()
-    torch.manual_seed(0)
-    dit, vae = GVFDiT(GVFDiTConfig(**DIT)), MotionVAE(MotionVAEConfig(**VAE))
-    for p in list(dit.parameters()) + list(vae.parameters()):
-        torch.nn.init.normal_(p, std=0.02)
-    torch.save({f"module.{k}": v for k, v in dit.state_dict().items()}, gvf / f"{GVF_FILES['dit']}.pt")
-    torch.save(vae.state_dict(), gvf / f"{GVF_FILES['motion_vae']}.pt")
-    torch.save(torch.zeros(14), gvf / "static_mean.pt")
-    torch.save(torch.ones(14), gvf / "static_std.pt")
-    torch.save(torch.zeros(16), gvf / "deformation_mean.pt")
-    torch.save(torch.full((16,), 0.5), gvf / "deformation_std.pt")
-    (gvf / CONFIG_FILE).write_text(json.dumps({"dit": DIT, "motion_vae": VAE}))
-    from transformers import Dinov2WithRegistersConfig, Dinov2WithRegistersModel
-    cfg = Dinov2WithRegistersConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
-                                    image_size=518, patch_size=14, num_register_tokens=4)
-    Dinov2WithRegistersModel(cfg).save_pretrained(root / "dinov2")
-    return root
+from small_weights import DIT, IMAGE_CHANNELS, VAE
 
 
 def test_dinov2_features_layout(small_weights):
@@ -44,7 +18,7 @@ def test_dinov2_features_layout(small_weights):
     feats = DinoV2Features.from_folder(small_weights / "dinov2")
     frames = np.random.default_rng(0).integers(0, 255, (2, 512, 512, 3), dtype=np.uint8)
     out = feats(frames)
-    assert out.shape == (2, 1370, 32)
+    assert out.shape == (2, 1370, IMAGE_CHANNELS)
     from gvf4d.models.dinov2_features import preprocess_frames
     h = feats.model(pixel_values=preprocess_frames(frames), output_hidden_states=True).hidden_states[-1]
     torch.testing.assert_close(out[:, -1], h[:, 0])          # CLS last

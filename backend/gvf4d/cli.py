@@ -56,7 +56,8 @@ def _generate_request(args):
         fit=FitSettings(iterations_first=2 * args.fit_iterations, iterations=args.fit_iterations),
         gvf=GVFSettings(seed=args.seed, method=args.method, steps=args.steps, guidance_scale=args.guidance[0],
                         guidance_scale2=args.guidance[1], precision=args.precision),
-        exports=tuple(args.export), refine=args.refine, azimuth_step=args.azimuth_step)
+        exports=tuple(args.export), refine=args.refine, azimuth_step=args.azimuth_step, mesh=args.mesh,
+        mesh_faces=args.mesh_faces, mesh_samples=args.mesh_samples)
 
 
 def _cmd_generate(args) -> int:
@@ -108,10 +109,10 @@ def _cmd_serve(args) -> int:
 
 def _cmd_submit(args) -> int:
     kind = args.canonical[0]
-    if len(args.canonical) < 2:
-        raise ValueError("--canonical needs a path: --canonical splat PATH.ply")
     body = {"footage": str(Path(args.footage).resolve()), "canonical": kind,
-            "canonical_path": str(Path(args.canonical[1]).resolve()), "engine": args.engine,
+            "canonical_path": str(Path(args.canonical[1]).resolve()) if len(args.canonical) > 1 else None,
+            "engine": args.engine, "mesh": args.mesh, "mesh_faces": args.mesh_faces,
+            "mesh_samples": args.mesh_samples,
             "weights": str(Path(args.weights).resolve()) if args.weights else None, "frames": args.frames,
             "start": args.start, "end": args.end, "stride": args.stride, "matte": args.matte, "fps": args.fps,
             "seed": args.seed, "method": args.method, "steps": args.steps, "guidance": list(args.guidance),
@@ -160,9 +161,11 @@ def add_job_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", help="the .gvf4d file to write (submit: the service picks one in the job's folder)")
     p.add_argument("--engine", default="fit", choices=["fit", "gvf"],
                    help="fit: weights-free, fitted to the footage; gvf: the published diffusion model (needs --weights)")
-    p.add_argument("--canonical", nargs="+", default=["splat"], metavar=("KIND", "PATH"),
-                   help="splat PATH.ply (an artist's 3DGS splat)")
-    p.add_argument("--weights", help="folder with gvf/ (published checkpoints) and dinov2/")
+    p.add_argument("--canonical", nargs="+", required=True, metavar=("KIND", "PATH"),
+                   help="trellis (generated from the first frame, as published; needs --weights) | "
+                        "mesh PATH (.glb/.obj/.ply/...: Gaussians sampled on its surface) | splat PATH.ply (a 3DGS splat)")
+    p.add_argument("--weights", help="folder with gvf/ (published checkpoints), dinov2/ and, for --canonical trellis, "
+                                     "trellis/ (TRELLIS-image-large)")
     p.add_argument("--frames", type=int, default=32, help="frames to use (the published model uses 32)")
     p.add_argument("--start", type=int, default=0)
     p.add_argument("--end", type=int, default=None)
@@ -178,9 +181,14 @@ def add_job_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--fit-size", type=int, default=128, help="fit engine: working resolution (px)")
     p.add_argument("--fit-iterations", type=int, default=20, help="fit engine: optimisation steps per frame")
-    p.add_argument("--azimuth-step", type=float, default=0.0, metavar="DEG",
-                   help="fit engine: find which side of the splat faces the camera, trying every DEG degrees "
-                        "(the published search uses 1; 0 = trust the splat's orientation)")
+    p.add_argument("--azimuth-step", type=float, default=None, metavar="DEG",
+                   help="find which side of the canonical faces the camera, trying every DEG degrees (default: 1 for "
+                        "trellis as published; 0 = trust the asset's orientation, the default for mesh and splat)")
+    p.add_argument("--mesh", action="store_true",
+                   help="also extract a mesh from the canonical splat and store its per-frame deformation")
+    p.add_argument("--mesh-faces", type=int, default=20_000, help="face budget of the extracted mesh")
+    p.add_argument("--mesh-samples", type=int, default=100_000,
+                   help="--canonical mesh: Gaussians sampled on the mesh's surface")
     p.add_argument("--refine", type=int, default=0, metavar="N",
                    help="gvf engine: refine its result against the footage with N fit steps per frame")
     p.add_argument("--export", action="append", default=[], choices=["ply", "glb", "preview"],

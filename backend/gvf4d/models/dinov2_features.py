@@ -3,6 +3,8 @@
 Preprocessing as published: the 512x512 frame (over white) -> 518x518 Lanczos, [0, 1], ImageNet mean/std.
 Features: the last block's output before the final norm, register tokens dropped, the 37x37 patch tokens
 followed by the CLS token -> (T, 1370, 1024).
+TRELLIS' image condition (`condition`): every token of that output (CLS, 4 registers, 1369 patches -> 1374),
+layer-normed without affine parameters.
 """
 from __future__ import annotations
 
@@ -51,13 +53,21 @@ class DinoV2Features:
         return int(self.model.config.hidden_size)
 
     @torch.no_grad()
-    def __call__(self, frames: np.ndarray, batch_size: int = 8) -> Tensor:
-        """(T, 512, 512, 3) uint8 -> (T, 1 + patches, hidden): patch tokens, then CLS."""
+    def tokens(self, frames: np.ndarray, batch_size: int = 8) -> Tensor:
+        """(T, H, W, 3) uint8 -> (T, 1 + registers + patches, hidden): every token before the final norm."""
         p = next(self.model.parameters())
-        feats = []
+        out = []
         for i in range(0, len(frames), batch_size):
             x = preprocess_frames(frames[i:i + batch_size]).to(p.device, p.dtype)
-            h = self.model(pixel_values=x, output_hidden_states=True).hidden_states[-1]
-            patches = h[:, 1 + self.num_register_tokens:]
-            feats.append(torch.cat([patches, h[:, :1]], dim=1).float())
-        return torch.cat(feats)
+            out.append(self.model(pixel_values=x, output_hidden_states=True).hidden_states[-1].float())
+        return torch.cat(out)
+
+    def __call__(self, frames: np.ndarray, batch_size: int = 8) -> Tensor:
+        """(T, 512, 512, 3) uint8 -> (T, 1 + patches, hidden): patch tokens, then CLS (GVF's frame features)."""
+        h = self.tokens(frames, batch_size)
+        return torch.cat([h[:, 1 + self.num_register_tokens:], h[:, :1]], dim=1)
+
+    def condition(self, images: np.ndarray) -> Tensor:
+        """(B, 518, 518, 3) uint8 -> (B, 1374, hidden): TRELLIS' image condition."""
+        h = self.tokens(images)
+        return torch.nn.functional.layer_norm(h, h.shape[-1:])

@@ -13,7 +13,7 @@ from typing import Optional
 import numpy as np
 import torch
 
-from ..canonical import Normalisation, load_splat_canonical
+from ..canonical import Normalisation, load_mesh_canonical, load_splat_canonical
 from ..canonical.align import SilhouetteAlignment, align_to_footage
 from ..canonical.azimuth import rotate_about_z, search_azimuth
 from ..engines.fit import FitSettings, fit_variation_field
@@ -29,6 +29,7 @@ from .gvf import GVFSettings
 from .stage_cache import StageCache, stage_key
 
 ENGINES = ("fit", "gvf")
+CANONICAL_SOURCES = ("trellis", "mesh", "splat")
 EXPORTS = ("ply", "glb", "preview")
 
 
@@ -36,7 +37,7 @@ EXPORTS = ("ply", "glb", "preview")
 class GenerateRequest:
     footage: Path
     out: Path
-    canonical: tuple[str, Optional[Path]]          # ("splat", path); other sources arrive with the canonical stage
+    canonical: tuple[str, Optional[Path]]          # ("trellis", None) | ("mesh", path) | ("splat", path)
     engine: str = "fit"
     weights: Optional[Path] = None
     frames: int = 32
@@ -50,11 +51,22 @@ class GenerateRequest:
     fit: FitSettings = field(default_factory=FitSettings)
     gvf: Optional[GVFSettings] = None
     refine: int = 0                                 # gvf engine: fit steps per frame refining its result (0: off)
-    azimuth_step: float = 0.0                       # fit engine: search the splat's facing in steps of this (0: off)
+    azimuth_step: Optional[float] = None            # search the canonical's facing in steps of this (0: off;
+                                                    # None: 1 degree for trellis as published, off for the artist's asset)
+    mesh: bool = False                              # extract a mesh and its per-frame deformation into the result
+    mesh_faces: int = 20_000
+    mesh_samples: int = 100_000                     # Gaussians sampled on an artist's mesh
     exports: tuple[str, ...] = ()
 
     def __post_init__(self):
         self.gvf = self.gvf or GVFSettings()
+        kind, path = self.canonical
+        if kind not in CANONICAL_SOURCES:
+            raise ValueError(f"unknown canonical source {kind!r} (available: {', '.join(CANONICAL_SOURCES)})")
+        if kind != "trellis" and path is None:
+            raise ValueError(f"--canonical {kind} needs a file: --canonical {kind} PATH")
+        if self.azimuth_step is None:
+            self.azimuth_step = 1.0 if kind == "trellis" else 0.0
         if self.engine not in ENGINES:
             raise ValueError(f"unknown engine {self.engine!r} (available: {', '.join(ENGINES)})")
         bad = [e for e in self.exports if e not in EXPORTS]
@@ -82,6 +94,10 @@ class LoadedModels:
             if kind == "gvf":
                 from .gvf import GVFEngine
                 self._models[key] = GVFEngine.from_folder(folder, device)
+            elif kind == "trellis":
+                from .trellis import TrellisImageTo3D
+                encoder = self.get("dinov2", folder / "dinov2", device)
+                self._models[key] = TrellisImageTo3D.from_folders(folder / "trellis", folder / "gvf", encoder, device)
             else:
                 from ..models.dinov2_features import DinoV2Features
                 self._models[key] = DinoV2Features.from_folder(folder, device)
@@ -107,23 +123,72 @@ def _ingest(req: GenerateRequest, cache: StageCache, reused: list, progress) -> 
     return prepared, key
 
 
-def _canonical(req: GenerateRequest, cache: StageCache, reused: list):
+def _canonical_source_hash(req: GenerateRequest, ingest_key: str) -> tuple:
     kind, path = req.canonical
-    if kind != "splat" or path is None:
-        raise ValueError(f"canonical source {kind!r} is not available yet: use --canonical splat PATH.ply")
-    key = stage_key("canonical", kind, sha256_file(path))
+    if kind != "trellis":
+        return (sha256_file(path), req.mesh_samples if kind == "mesh" else None)
+    if req.weights is None:
+        raise WeightsError("--canonical trellis needs --weights DIR holding trellis/ (TRELLIS-image-large), "
+                           "gvf/ema_static_vae_0.9999_200000.pt and dinov2/")
+    pipeline_json = req.weights / "trellis" / "pipeline.json"
+    return (ingest_key, req.gvf.seed, sha256_file(pipeline_json) if pipeline_json.is_file() else None)
+
+
+def _canonical(req: GenerateRequest, prepared: PreparedFootage, ingest_key: str, cache: StageCache, reused: list,
+               models: LoadedModels, device: torch.device, progress):
+    """-> canonical Gaussians (normalised), their normalisation, the stage key, metadata about the source."""
+    kind, path = req.canonical
+    key = stage_key("canonical", kind, *_canonical_source_hash(req, ingest_key))
     hit = cache.get("canonical", key)
     if hit:
         reused.append("canonical")
-        n = json.loads((hit / "normalisation.json").read_text())
-        return read_splat_ply(hit / "canonical.ply"), Normalisation(tuple(n["centre"]), n["scale"]), key
-    g, norm = load_splat_canonical(path)
+        record = json.loads((hit / "canonical.json").read_text())
+        n = record["normalisation"]
+        return read_splat_ply(hit / "canonical.ply"), Normalisation(tuple(n["centre"]), n["scale"]), key, record["source"]
+    source: dict = {"source": kind, "path": str(path) if path else None}
+    if kind == "splat":
+        g, norm = load_splat_canonical(path)
+    elif kind == "mesh":
+        g, norm = load_mesh_canonical(path, req.mesh_samples, seed=req.gvf.seed)
+        source["samples"] = req.mesh_samples
+    else:
+        from .trellis import trellis_input_image
+        trellis = models.get("trellis", req.weights, device)
+        out = trellis.run(trellis_input_image(prepared.frames[0], prepared.alphas[0]), req.gvf.seed, progress)
+        g, norm = out.gaussians.to_gaussians().to("cpu"), Normalisation((0.0, 0.0, 0.0), 1.0)
+        source.update(voxels=out.voxels, gaussians=len(g), seed=req.gvf.seed, timings=out.timings,
+                      checkpoints=trellis.sources, frame_index=prepared.frame_indices[0])
+    record = {"normalisation": norm.to_json(), "source": source}
 
     def write(d: Path):
         write_splat_ply(d / "canonical.ply", g)
-        (d / "normalisation.json").write_text(json.dumps(norm.to_json()))
+        (d / "canonical.json").write_text(json.dumps(record))
     cache.put("canonical", key, write)
-    return g, norm, key
+    return g, norm, key, source
+
+
+def _facing(req: GenerateRequest, canonical, frames, alphas, canonical_key: str, ingest_key: str, cache: StageCache,
+            reused: list, device: torch.device) -> float:
+    """The published azimuth search (cached): the canonical's rotation about +Z that best matches the first frame."""
+    if req.azimuth_step <= 0:
+        return 0.0
+    key = stage_key("facing", ingest_key, canonical_key, req.azimuth_step)
+    hit = cache.get("facing", key)
+    if hit:
+        reused.append("facing")
+        return json.loads((hit / "facing.json").read_text())["azimuth_deg"]
+    steps = np.arange(-180.0, 180.0, req.azimuth_step).tolist()
+    azimuth = search_azimuth(canonical.to(device), frames[0].to(device), alphas[0].to(device), steps).azimuth_deg
+    cache.put("facing", key, lambda d: (d / "facing.json").write_text(json.dumps({"azimuth_deg": azimuth})))
+    return azimuth
+
+
+def _mesh(animated, req: GenerateRequest) -> dict:
+    from ..mesh_extraction import deform_vertices, extract_mesh
+    m = extract_mesh(animated.canonical.to("cpu"), target_faces=req.mesh_faces)
+    frames = deform_vertices(m.vertices, animated.to("cpu"))
+    return {"vertices": torch.from_numpy(m.vertices), "faces": torch.from_numpy(m.faces),
+            "colors": torch.from_numpy(m.colors), "frames": frames}
 
 
 def generate(req: GenerateRequest, progress: Optional[Progress] = None, should_cancel: Optional[ShouldCancel] = None,
@@ -141,31 +206,29 @@ def generate(req: GenerateRequest, progress: Optional[Progress] = None, should_c
 
     prepared, ingest_key = _ingest(req, cache, reused, progress)
     lap("ingest")
-    canonical, normalisation, canonical_key = _canonical(req, cache, reused)
+    canonical, normalisation, canonical_key, meta_canonical = _canonical(req, prepared, ingest_key, cache, reused,
+                                                                         models, device, progress)
     lap("canonical")
-    meta_canonical = {"source": req.canonical[0], "path": str(req.canonical[1])}
+    frames, alphas = prepared.tensors(req.fit_size)
+    azimuth = _facing(req, canonical, frames, alphas, canonical_key, ingest_key, cache, reused, device)
+    canonical = rotate_about_z(canonical, -azimuth)
+    meta_canonical["facing"] = {"azimuth_deg": azimuth, "step_deg": req.azimuth_step,
+                                "applied": "rotation about +Z by -azimuth, before any scale and offset"}
+    lap("facing")
 
     if req.engine == "fit":
-        frames, alphas = prepared.tensors(req.fit_size)
         camera = footage_camera(req.fit_size, req.fit_size)
-        key = stage_key("align", ingest_key, canonical_key, req.fit_size, req.azimuth_step)
+        key = stage_key("align", ingest_key, canonical_key, req.fit_size, azimuth)
         hit = cache.get("align", key)
         if hit:
             reused.append("align")
             a = json.loads((hit / "alignment.json").read_text())
-            azimuth, alignment = a["azimuth_deg"], SilhouetteAlignment(a["scale"], tuple(a["offset"]))
-            canonical = rotate_about_z(canonical, -azimuth)
+            alignment = SilhouetteAlignment(a["scale"], tuple(a["offset"]))
         else:
-            azimuth = 0.0
-            if req.azimuth_step > 0:
-                steps = np.arange(-180.0, 180.0, req.azimuth_step).tolist()
-                azimuth = search_azimuth(canonical.to(device), frames[0], alphas[0], steps).azimuth_deg
-                canonical = rotate_about_z(canonical, -azimuth)
             alignment = align_to_footage(canonical, frames[0], alphas[0], camera)
-            record = {**alignment.to_json(), "azimuth_deg": azimuth}
+            record = alignment.to_json()
             cache.put("align", key, lambda d: (d / "alignment.json").write_text(json.dumps(record)))
-        meta_canonical["alignment"] = {**alignment.to_json(), "azimuth_deg": azimuth,
-                                       "azimuth_applied": "rotation about +Z by -azimuth, before scale and offset"}
+        meta_canonical["alignment"] = {**alignment.to_json(), "azimuth_deg": azimuth}
         lap("align")
         animated = fit_variation_field(alignment.apply(canonical), frames, alphas, camera, req.fit,
                                        progress, should_cancel)
@@ -193,7 +256,6 @@ def generate(req: GenerateRequest, progress: Optional[Progress] = None, should_c
         clock.restart()
         engine_meta = engine.describe()
         if req.refine > 0:
-            frames, alphas = prepared.tensors(req.fit_size)
             camera = footage_camera(req.fit_size, req.fit_size).to(device)
             alignment = align_to_footage(canonical.to(device), frames[0].to(device), alphas[0].to(device), camera)
             off = torch.tensor(alignment.offset, device=device)
@@ -220,7 +282,15 @@ def generate(req: GenerateRequest, progress: Optional[Progress] = None, should_c
         "reused_stages": list(reused),
         "coordinates": {"normalisation": normalisation.to_json()},
     }
-    out = write_result(req.out, animated, metadata)
+    mesh = None
+    if req.mesh:
+        mesh = _mesh(animated, req)
+        metadata["mesh"] = {"method": "marching cubes on the splat density, pymeshlab clean + quadric decimation",
+                            "target_faces": req.mesh_faces, "faces": int(mesh["faces"].shape[0]),
+                            "deformation": "8 nearest Gaussians, weights opacity/distance, rigid per Gaussian"}
+        lap("mesh")
+        metadata["timings"] = dict(timings)
+    out = write_result(req.out, animated, metadata, mesh)
     files = [out]
     lap("write")
     if "ply" in req.exports:

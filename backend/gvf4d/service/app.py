@@ -60,11 +60,14 @@ def create_app(store: JobStore, worker: Worker, token: str, allowed_hosts: set[s
 
     @app.post("/v1/jobs", status_code=201)
     def submit(body: JobRequest) -> dict:
-        for label, p in (("footage", body.footage), ("canonical splat", body.canonical_path)):
-            if not Path(p).exists():
+        if body.canonical != "trellis" and not body.canonical_path:
+            raise HTTPException(422, f"canonical '{body.canonical}' needs 'canonical_path' (the file)")
+        for label, p in (("footage", body.footage), (f"canonical {body.canonical}", body.canonical_path)):
+            if p is not None and not Path(p).exists():
                 raise HTTPException(422, f"{label} {p} does not exist on the backend's machine")
-        if body.engine == "gvf" and not body.weights:
-            raise HTTPException(422, "the gvf engine needs 'weights' (a folder with gvf/ and dinov2/)")
+        if (body.engine == "gvf" or body.canonical == "trellis") and not body.weights:
+            raise HTTPException(422, "the gvf engine and the trellis canonical need 'weights' (a folder with gvf/, "
+                                     "dinov2/ and, for trellis, trellis/)")
         job = store.create(body.model_dump(mode="json"))
         worker.submit(job.id)
         return job.to_json()
@@ -72,7 +75,7 @@ def create_app(store: JobStore, worker: Worker, token: str, allowed_hosts: set[s
     @app.put("/v1/uploads/{upload_id}/{name}", status_code=201)
     async def upload(upload_id: str, name: str, request: Request) -> dict:
         """Uploads one file (raw body) into an upload folder; submit jobs with `footage` = the returned folder (an
-        image sequence) or file (a video), and `canonical_path` = an uploaded .ply. For a backend on another machine."""
+        image sequence) or file (a video), and `canonical_path` = an uploaded .ply splat or mesh file. For a backend on another machine."""
         if not re.fullmatch(r"[0-9a-f]{8,32}", upload_id) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}", name):
             raise HTTPException(422, "upload id must be 8-32 hex digits and the name a plain file name")
         folder = worker.data_dir / "uploads" / upload_id
