@@ -96,6 +96,15 @@ class TrellisImageTo3D:
         self.samplers = samplers
         self.slat_mean, self.slat_std = slat_mean, slat_std
         self.sources = sources or {}
+        if self.device.type == "cuda":
+            self._half_torso()
+
+    def _half_torso(self) -> None:
+        """Half-precision weights for the networks' trunks, as the published use_fp16 models hold them; the rest runs
+        under fp16 autocast (norms in float32)."""
+        for trunk in (self.ss_flow.blocks, self.ss_decoder.middle_block, self.ss_decoder.blocks, self.slat_flow.input_blocks,
+                      self.slat_flow.blocks, self.slat_flow.out_blocks, self.decoder.blocks):
+            trunk.half()
 
     @property
     def device(self) -> torch.device:
@@ -144,29 +153,39 @@ class TrellisImageTo3D:
     @torch.no_grad()
     def run(self, image: np.ndarray, seed: int = 0, progress: Optional[Progress] = None) -> TrellisResult:
         """image (518, 518, 3) uint8 from trellis_input_image -> canonical Gaussians."""
-        clock = StageClock()
-        device = self.device
+        clock = StageClock(self.device)
         generator = torch.Generator().manual_seed(seed)
-        cond = self.encoder.condition(image[None]).to(device)
+        cond = self.condition(image)
         clock.lap("trellis_condition")
-        with self._autocast():
-            cfg = self.ss_flow.config
-            noise = torch.randn(1, cfg.in_channels, cfg.resolution, cfg.resolution, cfg.resolution, generator=generator)
-            z = self.samplers["sparse_structure_sampler"].sample(
-                lambda x, t, c: self.ss_flow(x, t, c), noise.to(device), cond, progress, "structure")
-            coords = torch.argwhere(self.ss_decoder(z) > 0)[:, [0, 2, 3, 4]].int()
-            if len(coords) == 0:
-                raise RuntimeError("TRELLIS produced an empty structure for this frame (no occupied voxel); "
-                                   "try another seed or check the frame's mask")
-            clock.lap("trellis_structure")
-            slat = self._sample_latent(coords, cond, generator, progress)
-            clock.lap("trellis_latent")
-            out = self.decoder(slat)
-        gaussians = self.decoder.to_gaussians(out)[0]
+        coords = self.sample_structure(cond, generator, progress)
+        if len(coords) == 0:
+            raise RuntimeError("TRELLIS produced an empty structure for this frame (no occupied voxel); "
+                               "try another seed or check the frame's mask")
+        clock.lap("trellis_structure")
+        slat = self.sample_latent(coords, cond, generator, progress)
+        clock.lap("trellis_latent")
+        gaussians = self.decode(slat)
         clock.lap("trellis_decode")
         return TrellisResult(gaussians, len(coords), clock.timings)
 
-    def _sample_latent(self, coords: Tensor, cond: Tensor, generator, progress) -> SparseTensor:
+    def condition(self, image: np.ndarray) -> Tensor:
+        """(518, 518, 3) uint8 -> (1, 1374, C) image tokens on the pipeline's device."""
+        return self.encoder.condition(image[None]).to(self.device)
+
+    @torch.no_grad()
+    def sample_structure(self, cond: Tensor, generator: torch.Generator, progress: Optional[Progress] = None) -> Tensor:
+        """-> occupied voxels (M, 4) int32 [0, x, y, z] of the decoder's grid."""
+        cfg = self.ss_flow.config
+        noise = torch.randn(1, cfg.in_channels, cfg.resolution, cfg.resolution, cfg.resolution, generator=generator)
+        with self._autocast():
+            z = self.samplers["sparse_structure_sampler"].sample(self.ss_flow, noise.to(self.device), cond, progress,
+                                                                 "structure")
+            return torch.argwhere(self.ss_decoder(z) > 0)[:, [0, 2, 3, 4]].int()
+
+    @torch.no_grad()
+    def sample_latent(self, coords: Tensor, cond: Tensor, generator: torch.Generator,
+                      progress: Optional[Progress] = None) -> SparseTensor:
+        """coords (M, 4) -> the structured latent (M, 8) on those voxels, de-normalised."""
         n, channels = coords.shape[0], self.slat_flow.config.in_channels
         noise = torch.randn(n, channels, generator=generator).to(cond.device)
         single = SparseTensor.from_coords(noise, coords, 1)
@@ -178,6 +197,13 @@ class TrellisImageTo3D:
             x = single if feats.shape[0] == n else doubled
             return self.slat_flow(x.replace(feats), t, c).feats
 
-        feats = self.samplers["slat_sampler"].sample(velocity, noise, cond, progress, "latent")
+        with self._autocast():
+            feats = self.samplers["slat_sampler"].sample(velocity, noise, cond, progress, "latent")
         feats = feats * self.slat_std.to(feats) + self.slat_mean.to(feats)
         return single.replace(feats)
+
+    @torch.no_grad()
+    def decode(self, slat: SparseTensor) -> GVFGaussians:
+        with self._autocast():
+            out = self.decoder(slat)
+        return self.decoder.to_gaussians(out)[0]

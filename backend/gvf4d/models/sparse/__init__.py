@@ -1,8 +1,8 @@
 """Sparse voxel tensors and the layers TRELLIS builds from them (submanifold convolution, pooling, attention)."""
-from .attention import segment_attention, window_partition
+from .attention import Segments, segment_attention, window_partition
 from .conv import SparseConv3d, spconv_available, submanifold_conv3d
 from .spatial import downsample, upsample
 from .tensor import SparseTensor
 
 __all__ = ["SparseTensor", "SparseConv3d", "submanifold_conv3d", "spconv_available", "downsample", "upsample",
-           "segment_attention", "window_partition"]
+           "Segments", "segment_attention", "window_partition"]

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from ..attention import attention
-from ..sparse import SparseTensor, segment_attention, window_partition
+from ..sparse import Segments, SparseTensor, segment_attention, window_partition
 
 
 class DenseTokens:
@@ -40,6 +40,11 @@ class SparseTokens:
     window: Optional[int] = None
     shift: int = 0
 
+    @property
+    def items(self) -> Segments:
+        """The batch items' rows as attention segments (computed once per sparse layout)."""
+        return self.x.cached("items", lambda: Segments.of(self.x.lengths))
+
     def rows(self, values: Tensor) -> Tensor:
         """(B, C) -> (N, C)."""
         return self.x.per_item(values)
@@ -47,15 +52,18 @@ class SparseTokens:
     def self_attend(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
         """q, k, v (N, H, D) -> (N, H, D)."""
         if self.window is None:
-            return segment_attention(q, k, v, self.x.lengths)
-        order, lengths = self.x.cached(f"windows{self.window}/{self.shift}",
-                                       lambda: window_partition(self.x.coords, self.window, self.shift))
+            return segment_attention(q, k, v, self.items)
+        order, segments = self.x.cached(f"windows{self.window}/{self.shift}", self._windows)
         out = torch.empty_like(q)
-        out[order] = segment_attention(q[order], k[order], v[order], lengths)
+        out[order] = segment_attention(q[order], k[order], v[order], segments)
         return out
+
+    def _windows(self) -> tuple[Tensor, Segments]:
+        order, lengths = window_partition(self.x.coords, self.window, self.shift)
+        return order, Segments.of(lengths)
 
     def cross_attend(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
         """q (N, H, D), k/v (B, Lc, H, D) -> (N, H, D)."""
         b, lc = k.shape[:2]
-        k_lengths = torch.full((b,), lc, dtype=torch.long, device=k.device)
-        return segment_attention(q, k.flatten(0, 1), v.flatten(0, 1), self.x.lengths, k_lengths)
+        context = Segments(torch.full((b,), lc, dtype=torch.long, device=k.device), equal=True)
+        return segment_attention(q, k.flatten(0, 1), v.flatten(0, 1), self.items, context)
