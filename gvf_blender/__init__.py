@@ -74,6 +74,8 @@ def _results_dir():
 
 
 def register():
+    from pathlib import Path
+
     import bpy
     from bpy_extras.io_utils import ExportHelper, ImportHelper
 
@@ -155,7 +157,15 @@ def register():
                                        default="FILE")
         footage: bpy.props.StringProperty(name="Footage", subtype="FILE_PATH",
                                           description="Video file, image folder or one image of a sequence")
-        canonical: bpy.props.StringProperty(name="Canonical splat", subtype="FILE_PATH", description="A 3DGS .ply")
+        canonical_source: bpy.props.EnumProperty(name="Canonical", items=[
+            ("trellis", "Generate (TRELLIS)", "From the first frame, as published (needs the weights)"),
+            ("splat", "Splat file", "A 3DGS .ply"),
+            ("mesh", "Mesh file", "A .glb/.obj/.ply mesh: Gaussians are sampled on its surface"),
+            ("object", "Selected object", "The active mesh object, sent as a GLB")], default="splat")
+        canonical: bpy.props.StringProperty(name="Canonical file", subtype="FILE_PATH",
+                                            description="The splat (.ply) or mesh file")
+        extract_mesh: bpy.props.BoolProperty(name="Extract mesh", default=False,
+                                             description="Also extract a deforming mesh (for 'Import as: Deformed mesh')")
         engine: bpy.props.EnumProperty(name="Engine", items=[("fit", "Fit (no weights)", ""), ("gvf", "GVF diffusion", "")])
         weights: bpy.props.StringProperty(name="Weights", subtype="DIR_PATH")
         frames: bpy.props.IntProperty(name="Frames", default=32, min=1, max=512)
@@ -177,11 +187,23 @@ def register():
                 return bpy.path.abspath(clip.filepath, library=clip.library)
             return bpy.path.abspath(self.footage)
 
+        def canonical_request(self, context) -> dict:
+            """{"canonical": kind, "canonical_path": file or None}; the selected object is written as a GLB first."""
+            if self.canonical_source == "trellis":
+                return {"canonical": "trellis", "canonical_path": None}
+            if self.canonical_source == "object":
+                from .assets import export_object_glb
+                obj = context.view_layer.objects.active
+                folder = Path(bpy.path.abspath("//") or bpy.app.tempdir) / "gvf4d_assets"
+                name = bpy.path.clean_name(obj.name) if obj else "object"
+                return {"canonical": "mesh", "canonical_path": str(export_object_glb(obj, folder / f"{name}.glb"))}
+            return {"canonical": self.canonical_source, "canonical_path": bpy.path.abspath(self.canonical)}
+
         def request(self, context) -> dict:
-            return {"footage": self.footage_path(context), "canonical_path": bpy.path.abspath(self.canonical),
+            return {"footage": self.footage_path(context), **self.canonical_request(context),
                     "engine": self.engine, "weights": bpy.path.abspath(self.weights) if self.weights else None,
                     "frames": self.frames, "start": self.start, "stride": self.stride, "seed": self.seed,
-                    "fit_iterations": self.fit_iterations}
+                    "fit_iterations": self.fit_iterations, "mesh": self.extract_mesh or self.import_as == "MESH"}
 
     class GVF4D_OT_generate(bpy.types.Operator):
         """Send this shot to the GVF4D backend; the result is imported as a new take when it is ready"""
@@ -296,16 +318,20 @@ def register():
             s = context.scene.gvf4d
             col = self.layout.column()
             col.prop(s, "source")
-            names = ("start", "stride", "frames", "canonical", "engine")
+            names = ("start", "stride", "frames", "canonical_source")
             for name in (names if s.source == "CLIP" else ("footage",) + names):
                 col.prop(s, name)
-            if s.engine == "gvf":
+            if s.canonical_source in ("splat", "mesh"):
+                col.prop(s, "canonical")
+            col.prop(s, "engine")
+            if s.engine == "gvf" or s.canonical_source == "trellis":
                 col.prop(s, "weights")
                 col.prop(s, "seed")
             else:
                 col.prop(s, "fit_iterations")
             col.prop(s, "frame_start")
             col.prop(s, "import_as")
+            col.prop(s, "extract_mesh")
             row = col.row()
             row.operator(GVF4D_OT_generate.bl_idname, icon="PLAY")
             row.operator(GVF4D_OT_cancel.bl_idname, icon="CANCEL")

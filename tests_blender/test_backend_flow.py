@@ -138,3 +138,25 @@ def test_start_a_local_backend(tmp_path):
         os.kill(pid, signal.SIGTERM)
     with pytest.raises(BackendError, match="cannot start the backend"):
         start_backend(str(tmp_path / "no-python"), str(tmp_path / "data2"))
+
+
+def test_selected_object_as_canonical_mesh(addon, fixture_dir):
+    """The active object goes to the backend as a GLB (the backend side: tests/test_canonical_sources.py)."""
+    import json
+    import struct
+    bpy.ops.mesh.primitive_uv_sphere_add(radius=0.4, location=(0, 0, 0))
+    sphere = bpy.context.view_layer.objects.active
+    s = bpy.context.scene.gvf4d
+    s.source, s.footage, s.frames, s.fit_iterations = "FILE", str(fixture_dir / "footage"), 3, 1
+    s.canonical_source, s.import_as = "object", "MESH"
+    request = s.request(bpy.context)
+    assert request["canonical"] == "mesh" and request["mesh"] is True
+    glb = request["canonical_path"]
+    with open(glb, "rb") as f:
+        magic, _, _, chunk_len, _ = struct.unpack("<4sIIII", f.read(20))
+        gltf = json.loads(f.read(chunk_len))
+    assert magic == b"glTF" and gltf["meshes"][0]["primitives"][0]["attributes"]["POSITION"] is not None
+    accessor = gltf["accessors"][gltf["meshes"][0]["primitives"][0]["attributes"]["POSITION"]]
+    assert accessor["count"] >= len(sphere.data.vertices)
+    bpy.data.objects.remove(sphere)
+    s.canonical_source, s.import_as = "splat", "SPLATS"
