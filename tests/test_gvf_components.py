@@ -33,6 +33,17 @@ def test_fps_matches_the_definition_with_padding():
         farthest_point_sampling(pts, 12, torch.tensor([50, 10]))
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU (run on the GPU machine)")
+def test_fps_cuda_graph_path_picks_the_same_points():
+    torch.manual_seed(0)
+    pts = torch.randn(2, 20_000, 3, device="cuda")
+    lengths = torch.tensor([20_000, 15_000], device="cuda")
+    for k in (300, 512):     # a partial last chunk, and whole chunks
+        graphed = farthest_point_sampling(pts, k, lengths)
+        plain = farthest_point_sampling(pts, k, lengths, use_graph=False)
+        assert torch.equal(graphed, plain)
+
+
 def test_sdpa_attention_is_plain_softmax_attention():
     torch.manual_seed(0)
     q, k, v = torch.randn(2, 5, 3, 8), torch.randn(2, 7, 3, 8), torch.randn(2, 7, 3, 8)

@@ -72,6 +72,23 @@ def profile_latent_flow(pipe: TrellisImageTo3D, coords: torch.Tensor, cond: torc
     print(prof.key_averages().table(sort_by="cpu_time_total", row_limit=12, max_name_column_width=60))
 
 
+def random_trellis(dev, encoder: DinoV2Features) -> TrellisImageTo3D:
+    """TRELLIS-image-large's networks and GVF's Gaussian decoder with random weights, on dev."""
+    nets = {"sparse_structure_flow_model": random_model(SparseStructureFlowModel(SS_FLOW)).to(dev),
+            "sparse_structure_decoder": random_model(SparseStructureDecoder(SS_DEC)).to(dev),
+            "slat_flow_model": random_model(SLatFlowModel(SLAT_FLOW)).to(dev)}
+    decoder = random_model(GaussianDecoder(GS_DEC)).to(dev)
+    samplers = {k: FlowSampling.from_pipeline(SAMPLER, o, k) for k, o in GVF_SAMPLER_OVERRIDES.items()}
+    return TrellisImageTo3D(nets, decoder, encoder, samplers, torch.zeros(8), torch.ones(8))
+
+
+def random_dinov2(dev) -> DinoV2Features:
+    from transformers import Dinov2WithRegistersConfig, Dinov2WithRegistersModel
+    return DinoV2Features(Dinov2WithRegistersModel(Dinov2WithRegistersConfig(
+        hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096, image_size=518,
+        patch_size=14, num_register_tokens=4)).to(dev, torch.float16), 4)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--voxels", type=int, default=20000)
@@ -80,17 +97,10 @@ def main():
     ap.add_argument("--profile", action="store_true", help="print the top CUDA ops of one guided latent-flow call")
     args = ap.parse_args()
     dev = torch.device("cuda")
-    from transformers import Dinov2WithRegistersConfig, Dinov2WithRegistersModel
-    encoder = DinoV2Features(Dinov2WithRegistersModel(Dinov2WithRegistersConfig(
-        hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096, image_size=518,
-        patch_size=14, num_register_tokens=4)).to(dev, torch.float16), 4)
-    nets = {"sparse_structure_flow_model": random_model(SparseStructureFlowModel(SS_FLOW)).to(dev),
-            "sparse_structure_decoder": random_model(SparseStructureDecoder(SS_DEC)).to(dev),
-            "slat_flow_model": random_model(SLatFlowModel(SLAT_FLOW)).to(dev)}
-    decoder = random_model(GaussianDecoder(GS_DEC)).to(dev)
-    samplers = {k: FlowSampling.from_pipeline(SAMPLER, o, k) for k, o in GVF_SAMPLER_OVERRIDES.items()}
-    pipe = TrellisImageTo3D(nets, decoder, encoder, samplers, torch.zeros(8), torch.ones(8))
-    params = {k: sum(p.numel() for p in m.parameters()) / 1e6 for k, m in {**nets, "gaussian_decoder": decoder}.items()}
+    pipe = random_trellis(dev, random_dinov2(dev))
+    params = {k: sum(p.numel() for p in m.parameters()) / 1e6 for k, m in {
+        "sparse_structure_flow_model": pipe.ss_flow, "sparse_structure_decoder": pipe.ss_decoder,
+        "slat_flow_model": pipe.slat_flow, "gaussian_decoder": pipe.decoder}.items()}
     coords = shell_voxels(args.voxels).to(dev)
     image = np.random.default_rng(0).integers(0, 255, (518, 518, 3), dtype=np.uint8)
     cam = footage_camera(512, 512).to(dev)

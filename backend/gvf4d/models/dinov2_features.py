@@ -8,6 +8,7 @@ layer-normed without affine parameters.
 """
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -22,13 +23,16 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
+def _resize(frame: np.ndarray) -> Tensor:
+    im = Image.fromarray(frame).resize((INPUT_SIZE, INPUT_SIZE), Image.Resampling.LANCZOS)
+    return torch.from_numpy(np.asarray(im).astype(np.float32) / 255).permute(2, 0, 1)
+
+
 def preprocess_frames(frames: np.ndarray) -> Tensor:
-    """(T, H, W, 3) uint8 -> (T, 3, 518, 518) float32, normalised."""
-    out = []
-    for f in frames:
-        im = Image.fromarray(f).resize((INPUT_SIZE, INPUT_SIZE), Image.Resampling.LANCZOS)
-        out.append(torch.from_numpy(np.asarray(im).astype(np.float32) / 255).permute(2, 0, 1))
-    x = torch.stack(out)
+    """(T, H, W, 3) uint8 -> (T, 3, 518, 518) float32, normalised. Frames are resized on a few threads (Pillow
+    releases the GIL while resampling)."""
+    with ThreadPoolExecutor(max_workers=min(8, max(1, len(frames)))) as pool:
+        x = torch.stack(list(pool.map(_resize, frames)))
     mean, std = torch.tensor(IMAGENET_MEAN)[:, None, None], torch.tensor(IMAGENET_STD)[:, None, None]
     return (x - mean) / std
 
