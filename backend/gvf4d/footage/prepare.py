@@ -7,6 +7,7 @@ pasted at the centre of a white 512x512 canvas.
 from __future__ import annotations
 
 import json
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
@@ -111,20 +112,31 @@ def prepare_footage(path: str | Path, start: int = 0, end: Optional[int] = None,
     indices = select_frame_indices(source.frame_count, start, end, stride, count, path=source.path)
     matting = matting or MattingOptions()
     masks = MaskSequence(matting.masks) if matting.method == "masks" else None
-    frames, alphas, box, size = [], [], None, None
+    images = []
     for k, (i, image) in enumerate(source.read(indices)):
-        alpha = frame_alpha(image, i, matting, source.path, masks)
-        if box is None:
-            box = crop_box_from_alpha(alpha, source.path, i)
-            size = (image.shape[1], image.shape[0])
-        elif (image.shape[1], image.shape[0]) != size:
-            raise FootageError(source.path, f"frame {i} is {image.shape[1]}x{image.shape[0]}, frame {indices[0]} is {size[0]}x{size[1]}")
+        if images and (image.shape[1], image.shape[0]) != (images[0][1].shape[1], images[0][1].shape[0]):
+            h, w = images[0][1].shape[:2]
+            raise FootageError(source.path, f"frame {i} is {image.shape[1]}x{image.shape[0]}, frame {indices[0]} is {w}x{h}")
+        images.append((i, image))
+        if progress:
+            progress(0.5 * (k + 1) / len(indices))
+    first_index, first = images[0]
+    first_alpha = frame_alpha(first, first_index, matting, source.path, masks)
+    box = crop_box_from_alpha(first_alpha, source.path, first_index)
+    size = (first.shape[1], first.shape[0])
+
+    def to_canvas(item):
+        i, image = item
+        alpha = first_alpha if i == first_index else frame_alpha(image, i, matting, source.path, masks)
         if not (alpha > 127).any():
             raise FootageError(source.path, f"the object's mask in frame {i} is empty; check the matting settings")
-        rgb, a = crop_to_canvas(image[..., :3], alpha, box)
-        frames.append(rgb)
-        alphas.append(a)
-        if progress:
-            progress((k + 1) / len(indices))
+        return crop_to_canvas(image[..., :3], alpha, box)
+
+    # matting and cropping run on a few threads (Pillow and numpy release the GIL in their loops)
+    with ThreadPoolExecutor(max_workers=min(8, len(images))) as pool:
+        done = list(pool.map(to_canvas, images))
+    if progress:
+        progress(1.0)
+    frames, alphas = [f for f, _ in done], [a for _, a in done]
     return PreparedFootage(np.stack(frames), np.stack(alphas), indices, tuple(float(v) for v in box), source.path,
                            size, source.content_hash(), source.fps, stride)
