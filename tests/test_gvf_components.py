@@ -44,6 +44,35 @@ def test_fps_cuda_graph_path_picks_the_same_points():
         assert torch.equal(graphed, plain)
 
 
+def test_rms_norm_half_path_agrees_with_the_published_float_path():
+    from gvf4d.models.attention import MultiHeadRMSNorm
+    torch.manual_seed(0)
+    norm = MultiHeadRMSNorm(32, 4)
+    with torch.no_grad():
+        norm.gamma.uniform_(0.5, 1.5)
+        x = torch.randn(3, 7, 4, 32)
+        ref = norm(x)                                       # float32: normalize(x) * gamma * sqrt(D)
+        torch.testing.assert_close(ref, torch.nn.functional.normalize(x, dim=-1) * norm.gamma * 32 ** 0.5)
+        half = norm(x.bfloat16()).float()                   # fused rms_norm
+    assert ((half - ref).norm() / ref.norm()) < 8e-3        # bf16 rounding
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU (run on the GPU machine)")
+def test_graphed_dit_call_equals_the_eager_call():
+    from gvf4d.models.cuda_graph import GraphedCall
+    torch.manual_seed(0)
+    dit = GVFDiT(GVFDiTConfig(resolution=64, model_channels=64, num_blocks=2, num_heads=4, image_cond_channels=32))
+    dit = dit.cuda().half().eval()
+    cond = {"cond_images": torch.randn(1, 4, 20, 32, device="cuda"), "static_latent": torch.randn(1, 100, 14, device="cuda"),
+            "deformation_position_xyz": torch.randn(1, 64, 3, device="cuda")}
+    graphed = GraphedCall(lambda x, t, **c: dit(x, t, **c).float())
+    with torch.no_grad():
+        for step in range(3):      # capture, then replays with new inputs
+            x, t = torch.randn(1, 4, 64, 16, device="cuda"), torch.rand(1, device="cuda") * 999
+            torch.testing.assert_close(graphed(x, t, **cond), dit(x, t, **cond).float(), rtol=0, atol=0)
+    assert graphed.failed is None and len(graphed._graphs) == 1
+
+
 def test_sdpa_attention_is_plain_softmax_attention():
     torch.manual_seed(0)
     q, k, v = torch.randn(2, 5, 3, 8), torch.randn(2, 7, 3, 8), torch.randn(2, 7, 3, 8)

@@ -52,9 +52,10 @@ def test_write_is_atomic_and_keeps_the_old_file_on_failure(tmp_path, small_shot,
     before = path.read_bytes()
     import gvf4d.result.file as mod
 
-    def boom(*a, **k):
+    def boom(path, *a, **k):
+        path.write_bytes(b"half a file")      # a partial write, then the failure
         raise RuntimeError("disk full")
-    monkeypatch.setattr(mod, "save_file", boom)
+    monkeypatch.setattr(mod, "write_safetensors", boom)
     with pytest.raises(RuntimeError):
         _write(tmp_path, small_shot, seed=4)
     assert path.read_bytes() == before

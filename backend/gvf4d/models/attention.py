@@ -30,7 +30,11 @@ def attention(q: Tensor, k: Tensor, v: Tensor, backend: str = "auto") -> Tensor:
 
 
 class MultiHeadRMSNorm(nn.Module):
-    """RMS norm over each head's channels with a learned per-head gain: (..., H, D) -> (..., H, D)."""
+    """RMS norm over each head's channels with a learned per-head gain: (..., H, D) -> (..., H, D).
+
+    Published as normalize(x) * gamma * sqrt(D) in float32 (our float32 path, kept bit-faithful: the adaptive
+    sampler's step control is sensitive to the last bit). That is x / rms(x) * gamma, which for half-precision
+    inputs PyTorch's fused rms_norm computes in one pass, accumulating in float32."""
 
     def __init__(self, dim: int, heads: int):
         super().__init__()
@@ -38,4 +42,6 @@ class MultiHeadRMSNorm(nn.Module):
         self.gamma = nn.Parameter(torch.ones(heads, dim))
 
     def forward(self, x: Tensor) -> Tensor:
+        if x.dtype in (torch.float16, torch.bfloat16):
+            return F.rms_norm(x, (x.shape[-1],), eps=1e-24) * self.gamma.to(x.dtype)
         return (F.normalize(x.float(), dim=-1) * self.gamma * self.scale).to(x.dtype)

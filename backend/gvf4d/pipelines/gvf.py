@@ -18,6 +18,7 @@ from typing import Literal, Optional
 import torch
 from torch import Tensor
 
+from ..models.cuda_graph import GraphedCall
 from ..models.fps import farthest_point_sampling
 from ..models.gvf_dit import GVFDiT, GVFDiTConfig
 from ..models.motion_vae import MotionVAE, MotionVAEConfig
@@ -63,6 +64,7 @@ class GVFSettings:
     guidance_scale2: float = 1.0
     precision: Literal["auto", "fp32", "fp16", "bf16"] = "auto"   # auto: fp16 on CUDA (as published), fp32 on CPU
     decode_chunk: int = 8192
+    cuda_graphs: bool = True   # CUDA, half precision: replay the DiT from a CUDA graph (same kernels, less launch cost)
 
 
 @dataclass
@@ -135,7 +137,7 @@ class GVFEngine:
         cfg = self.dit.config
         gen = torch.Generator(device=self.device).manual_seed(settings.seed)
         noise = torch.randn((1, num_frames, cfg.resolution, cfg.in_channels), generator=gen, device=self.device)
-        guidance = ThreeWayGuidance(self._network(settings.precision), self.schedule, cond,
+        guidance = ThreeWayGuidance(self._network(settings.precision, settings.cuda_graphs), self.schedule, cond,
                                     settings.guidance_scale, settings.guidance_scale2)
         x, stats = DPMSolverPP(self.schedule).sample(
             guidance.noise, noise, steps=settings.steps, t_start=1.0, t_end=1e-3, order=2, method=settings.method,
@@ -143,14 +145,20 @@ class GVFEngine:
         latent = x.float() * self.stats["deformation_std"] + self.stats["deformation_mean"]
         return latent[0], stats.network_evaluations
 
-    def _network(self, precision: str):
+    def _network(self, precision: str, cuda_graphs: bool = True):
         """The DiT as the sampler calls it. On CUDA in half precision the weights themselves are cast (once):
-        the same rounding as fp16 autocast, without its casts and fp32 activations (15% faster on an H100)."""
+        the same rounding as fp16 autocast, without its casts and fp32 activations (15% faster on an H100), and
+        the call is replayed from a CUDA graph per input shape (kept with the engine, so later jobs reuse it)."""
         half = {"auto": torch.float16, "fp16": torch.float16, "bf16": torch.bfloat16}.get(precision)
         if self.device.type == "cuda" and half is not None:
             if self.dit.input_layer.weight.dtype != half:
                 self.dit.to(half)
-            return lambda x, t, **cond: self.dit(x, t, **cond).float()
+                self._graphed = None
+            if not cuda_graphs:
+                return lambda x, t, **cond: self.dit(x, t, **cond).float()
+            if getattr(self, "_graphed", None) is None:
+                self._graphed = GraphedCall(lambda x, t, **cond: self.dit(x, t, **cond).float())
+            return self._graphed
         if self.dit.input_layer.weight.dtype != torch.float32:
             self.dit.float()
 

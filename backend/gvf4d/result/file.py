@@ -9,7 +9,6 @@ from typing import Any, Optional
 import numpy as np
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.numpy import save_file
 
 from ..atomic import atomic_output
 from ..representations import AnimatedGaussians, Gaussians
@@ -30,8 +29,34 @@ TRACK_DTYPES = {"positions": np.float32, "scales": np.float16, "quats": np.float
                 "opacities": np.float16, "sh_dc": np.float16}
 
 
+_TORCH_DTYPES = {np.float32: torch.float32, np.float16: torch.float16}
+_SAFETENSORS_DTYPES = {np.float32: "F32", np.float16: "F16", np.int32: "I32"}
+
+
 def _np(t: torch.Tensor, dtype) -> np.ndarray:
-    return np.ascontiguousarray(t.detach().cpu().float().numpy().astype(dtype))
+    """Converted on the tensor's device, then one copy to host memory in the stored dtype."""
+    return np.ascontiguousarray(t.detach().to(_TORCH_DTYPES[dtype]).cpu().numpy())
+
+
+def write_safetensors(path: Path, arrays: dict[str, np.ndarray], metadata: dict[str, str]) -> None:
+    """The safetensors layout (u64 header size, JSON header padded to 8 bytes, tensors back to back in name order),
+    streamed array by array rather than assembled in one buffer first: a 200k-Gaussian, 32-frame result is
+    ~170 MB."""
+    header: dict[str, Any] = {"__metadata__": metadata}
+    offset = 0
+    names = sorted(arrays)
+    for name in names:
+        a = arrays[name]
+        header[name] = {"dtype": _SAFETENSORS_DTYPES[a.dtype.type], "shape": list(a.shape),
+                        "data_offsets": [offset, offset + a.nbytes]}
+        offset += a.nbytes
+    encoded = json.dumps(header, separators=(",", ":")).encode()
+    encoded += b" " * (-len(encoded) % 8)
+    with open(path, "wb") as f:
+        f.write(len(encoded).to_bytes(8, "little"))
+        f.write(encoded)
+        for name in names:
+            f.write(memoryview(np.ascontiguousarray(arrays[name])).cast("B"))
 
 
 def write_result(path: str | os.PathLike, animated: AnimatedGaussians, metadata: ResultMetadata,
@@ -57,13 +82,13 @@ def write_result(path: str | os.PathLike, animated: AnimatedGaussians, metadata:
         tensors["mesh.colors"] = _np(mesh["colors"], np.float32)
         tensors["frames.mesh_vertices"] = _np(mesh["frames"], np.float32)
     check_shapes(path, {k: v.shape for k, v in tensors.items()},
-                 {k: {np.float32: "F32", np.float16: "F16", np.int32: "I32"}[v.dtype.type] for k, v in tensors.items()})
+                 {k: _SAFETENSORS_DTYPES[v.dtype.type] for k, v in tensors.items()})
     meta = dict(metadata)
     meta.update(schema_version=SCHEMA_VERSION, frame_count=animated.num_frames, num_gaussians=len(c),
                 values="activated", coordinates={**COORDINATES, **meta.get("coordinates", {})})
     meta.setdefault("fps", 24.0)
     with atomic_output(path) as tmp:
-        save_file(tensors, str(tmp), metadata={METADATA_KEY: json.dumps(meta)})
+        write_safetensors(tmp, tensors, {METADATA_KEY: json.dumps(meta)})
     return path
 
 
