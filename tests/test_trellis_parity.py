@@ -101,3 +101,19 @@ def test_gvf_checkpoint_keys_map_onto_the_decoder():
     renamed = rename_gvf_static_vae_keys(published)
     assert set(renamed) == set(weights)
     load_strict(GaussianDecoder(config("gs_decoder_small_weights.safetensors", *GOLDEN)), renamed, "renamed")
+
+
+@torch.no_grad()
+def test_half_precision_trunks_agree_with_float32():
+    """The CUDA path's precision plumbing (half trunks carrying half activations, autocast around them), run on the
+    CPU in bfloat16: same result as float32 within bfloat16 rounding."""
+    io, _ = golden("slat_flow_small_io.safetensors")
+    flow = model(SLatFlowModel, "slat_flow_small")
+    x = SparseTensor.from_coords(io["feats"], io["coords"])
+    ref = flow(x, io["t"], io["cond"]).feats
+    for trunk in (flow.input_blocks, flow.blocks, flow.out_blocks):
+        trunk.to(torch.bfloat16)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = flow(SparseTensor.from_coords(io["feats"], io["coords"]), io["t"], io["cond"]).feats
+    assert out.dtype == torch.float32
+    assert ((out - ref).norm() / ref.norm()) < 3e-2

@@ -123,9 +123,10 @@ class GVFEngine:
         n_tokens = self.dit.config.resolution
         if len(rows) < n_tokens:
             raise ValueError(f"the canonical splat has {len(rows)} Gaussians; the GVF model needs at least {n_tokens}")
-        xyz = rows[None, :, :3]
-        static_idx = farthest_point_sampling(xyz, min(NUM_STATIC_TOKENS, len(rows)))[0]
-        token_idx = farthest_point_sampling(xyz, n_tokens)[0]
+        # one greedy run serves both sets: farthest point sampling from the same start picks the same first points
+        n_static = min(NUM_STATIC_TOKENS, len(rows))
+        order = farthest_point_sampling(rows[None, :, :3], max(n_static, n_tokens))[0]
+        static_idx, token_idx = order[:n_static], order[:n_tokens]
         static = (rows[static_idx] - self.stats["static_mean"]) / self.stats["static_std"]
         return {"cond_images": frame_features[None].to(self.device), "static_latent": static[None],
                 "deformation_position_xyz": rows[token_idx, :3][None]}

@@ -2,10 +2,16 @@
 one class each for dense and sparse tokens (tokens.py), parameter names as published."""
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 
 from ..transformer import CrossAttention, FeedForward, SelfAttention
 from .tokens import DenseTokens, SparseTokens
+
+
+def trunk_dtype(blocks: nn.Module) -> torch.dtype:
+    """The dtype of a trunk's weights: activations are carried in it (half when the trunk was made half)."""
+    return next(blocks.parameters()).dtype
 
 
 class ModulatedCrossBlock(nn.Module):

@@ -22,7 +22,7 @@ from ...representations.gvf_gaussians import MIN_KERNEL_SIZE, OPACITY_BIAS, SCAL
 from ..config import ModelConfig
 from ..embeddings import xyz_sincos_embedding
 from ..sparse import SparseTensor
-from .blocks import TransformerBlock
+from .blocks import TransformerBlock, trunk_dtype
 from .tokens import SparseTokens
 
 GAUSSIANS_PER_VOXEL = 8   # GVFDiffusion overrides the published config's 32
@@ -118,6 +118,7 @@ class GaussianDecoder(nn.Module):
         """Structured latent (N, C_latent) -> raw Gaussian parameters (N, 8 x 14) on the same voxels."""
         h = self.input_layer(x.feats)
         h = h + xyz_sincos_embedding(x.coords[:, 1:].float(), self.config.model_channels).to(h.dtype)
+        h = h.to(trunk_dtype(self.blocks))
         for i, block in enumerate(self.blocks):
             window, shift = self.block_window(i)
             h = block(h, SparseTokens(x, window, shift))

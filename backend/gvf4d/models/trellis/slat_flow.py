@@ -16,7 +16,7 @@ from torch import Tensor, nn
 from ..config import ModelConfig
 from ..embeddings import TimestepEmbedder, xyz_sincos_embedding
 from ..sparse import SparseConv3d, SparseTensor, downsample, upsample
-from .blocks import ModulatedCrossBlock
+from .blocks import ModulatedCrossBlock, trunk_dtype
 from .tokens import SparseTokens
 
 
@@ -112,10 +112,12 @@ class SLatFlowModel(nn.Module):
         """x: latent feats (N, C_in) on the voxels; t (B,) model time in [0, 1000]; cond (B, L, C_cond)
         -> velocity on the same voxels, rows in the same order."""
         cfg = self.config
-        h = x.replace(self.input_layer(x.feats))
+        dtype = trunk_dtype(self.blocks)            # half when the trunk holds half weights (published use_fp16)
+        h = x.replace(self.input_layer(x.feats).to(dtype))
         emb = self.t_embedder(t)
         if cfg.share_mod:
             emb = self.adaLN_modulation(emb)
+        emb, cond = emb.to(dtype), cond.to(dtype)
         skips = []
         for block in self.input_blocks:
             h = block(h, emb)

@@ -12,7 +12,7 @@ from torch import Tensor, nn
 
 from ..config import ModelConfig
 from ..embeddings import TimestepEmbedder, xyz_sincos_embedding
-from .blocks import ModulatedCrossBlock
+from .blocks import ModulatedCrossBlock, trunk_dtype
 from .tokens import DenseTokens
 
 
@@ -95,6 +95,8 @@ class SparseStructureFlowModel(nn.Module):
         emb = self.t_embedder(t)
         if cfg.share_mod:
             emb = self.adaLN_modulation(emb)
+        dtype = trunk_dtype(self.blocks)            # half when the trunk holds half weights (published use_fp16)
+        h, emb, cond = h.to(dtype), emb.to(dtype), cond.to(dtype)
         for block in self.blocks:
             h = block(h, emb, cond, DenseTokens)
         h = self.out_layer(F.layer_norm(h.float(), h.shape[-1:]))
