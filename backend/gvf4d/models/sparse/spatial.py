@@ -12,17 +12,26 @@ import torch
 from .tensor import SparseTensor
 
 
-def downsample(x: SparseTensor) -> SparseTensor:
-    c = x.coords.long()
+def _pooling(coords: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(N, 4) fine voxels -> coarse voxels (M, 4) sorted by (batch, x, y, z), each fine voxel's parent (N,), and the
+    published divisor per coarse voxel (children + 1) (M,)."""
+    c = coords.long()
     coarse = torch.cat([c[:, :1], c[:, 1:] // 2], dim=1)
     extent = coarse[:, 1:].max(0).values + 1 if c.shape[0] else torch.ones(3, dtype=torch.long)
     ex, ey, ez = extent.tolist()
     code = ((coarse[:, 0] * ex + coarse[:, 1]) * ey + coarse[:, 2]) * ez + coarse[:, 3]
     code, parent = torch.unique(code, return_inverse=True)
-    total = x.feats.new_zeros(code.shape[0], *x.feats.shape[1:]).index_add_(0, parent, x.feats)
-    count = torch.bincount(parent, minlength=code.shape[0]).to(x.feats.dtype) + 1
-    feats = total / count.view(-1, *([1] * (x.feats.dim() - 1)))
-    coords = torch.stack([code // (ex * ey * ez), code // (ey * ez) % ex, code // ez % ey, code % ez], dim=1).int()
+    divisor = torch.bincount(parent, minlength=code.shape[0]) + 1
+    new = torch.stack([code // (ex * ey * ez), code // (ey * ez) % ex, code // ez % ey, code % ez], dim=1).int()
+    return new, parent, divisor
+
+
+def downsample(x: SparseTensor) -> SparseTensor:
+    # the voxel maps depend on the coordinates only: computed once per layout (no host sync afterwards, so the
+    # later calls can be captured in a CUDA graph)
+    coords, parent, divisor = x.cached("pooling", lambda: _pooling(x.coords))
+    total = x.feats.new_zeros(coords.shape[0], *x.feats.shape[1:]).index_add_(0, parent, x.feats)
+    feats = total / divisor.to(x.feats.dtype).view(-1, *([1] * (x.feats.dim() - 1)))
     out = SparseTensor(feats, coords, x.batch_size, x.stride * 2, x.cache)
     out.cache[(out.stride, "upsample")] = (x.coords, parent)
     return out
