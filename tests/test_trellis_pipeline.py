@@ -68,16 +68,3 @@ def test_missing_files_are_named(tmp_path, small_weights):
     with pytest.raises(WeightsError, match="ema_static_vae_0.9999_200000.pt: missing"):
         TrellisImageTo3D.from_folders(small_weights / "trellis", tmp_path, enc)
 
-
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU (run on the GPU machine)")
-def test_cuda_graph_replays_give_the_eager_result(small_weights):
-    enc = DinoV2Features.from_folder(small_weights / "dinov2", device="cuda")
-    pipe = TrellisImageTo3D.from_folders(small_weights / "trellis", small_weights / "gvf", enc, device="cuda")
-    img = trellis_input_image(*disc_frame())
-    pipe.cuda_graphs = False
-    eager = pipe.run(img, seed=3)
-    pipe.cuda_graphs = True
-    graphed = pipe.run(img, seed=3)
-    assert graphed.voxels == eager.voxels and pipe._structure_flow.failed is None
-    torch.testing.assert_close(graphed.gaussians.xyz, eager.gaussians.xyz, rtol=0, atol=1e-5)
-    torch.testing.assert_close(graphed.gaussians.raw_scale, eager.gaussians.raw_scale, rtol=0, atol=1e-3)

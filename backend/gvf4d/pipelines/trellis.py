@@ -27,7 +27,6 @@ from PIL import Image
 from torch import Tensor
 
 from ..footage.prepare import crop_box_from_alpha
-from ..models.cuda_graph import GraphedCall
 from ..models.dinov2_features import INPUT_SIZE, DinoV2Features
 from ..models.sparse import SparseTensor
 from ..models.trellis import (GaussianDecoder, SLatFlowModel, SparseStructureDecoder, SparseStructureFlowModel,
@@ -97,8 +96,6 @@ class TrellisImageTo3D:
         self.samplers = samplers
         self.slat_mean, self.slat_std = slat_mean, slat_std
         self.sources = sources or {}
-        self.cuda_graphs = True     # replay the flow models' calls from CUDA graphs on CUDA (same kernels)
-        self._structure_flow = GraphedCall(self.ss_flow)   # one capture per batch size, kept for later runs
         if self.device.type == "cuda":
             self._half_torso()
 
@@ -151,13 +148,7 @@ class TrellisImageTo3D:
         return cls(networks, decoder, encoder, samplers, torch.tensor(norm["mean"]), torch.tensor(norm["std"]), sources)
 
     def _autocast(self):
-        # no cast cache: casts must be re-run inside CUDA-graph replays, not read from a cache made outside them
-        return (torch.autocast("cuda", torch.float16, cache_enabled=False) if self.device.type == "cuda"
-                else contextlib.nullcontext())
-
-    @property
-    def use_cuda_graphs(self) -> bool:
-        return self.device.type == "cuda" and self.cuda_graphs
+        return torch.autocast("cuda", torch.float16) if self.device.type == "cuda" else contextlib.nullcontext()
 
     @torch.no_grad()
     def run(self, image: np.ndarray, seed: int = 0, progress: Optional[Progress] = None) -> TrellisResult:
@@ -187,8 +178,8 @@ class TrellisImageTo3D:
         cfg = self.ss_flow.config
         noise = torch.randn(1, cfg.in_channels, cfg.resolution, cfg.resolution, cfg.resolution, generator=generator)
         with self._autocast():
-            flow = self._structure_flow if self.use_cuda_graphs else self.ss_flow
-            z = self.samplers["sparse_structure_sampler"].sample(flow, noise.to(self.device), cond, progress, "structure")
+            z = self.samplers["sparse_structure_sampler"].sample(self.ss_flow, noise.to(self.device), cond, progress,
+                                                                 "structure")
             return torch.argwhere(self.ss_decoder(z) > 0)[:, [0, 2, 3, 4]].int()
 
     @torch.no_grad()
@@ -206,10 +197,8 @@ class TrellisImageTo3D:
             x = single if feats.shape[0] == n else doubled
             return self.slat_flow(x.replace(feats), t, c).feats
 
-        # the voxels are baked into the captured calls: these graphs live for this structure only
-        flow = GraphedCall(velocity) if self.use_cuda_graphs else velocity
         with self._autocast():
-            feats = self.samplers["slat_sampler"].sample(flow, noise, cond, progress, "latent")
+            feats = self.samplers["slat_sampler"].sample(velocity, noise, cond, progress, "latent")
         feats = feats * self.slat_std.to(feats) + self.slat_mean.to(feats)
         return single.replace(feats)
 

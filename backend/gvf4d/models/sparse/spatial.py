@@ -27,8 +27,7 @@ def _pooling(coords: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Te
 
 
 def downsample(x: SparseTensor) -> SparseTensor:
-    # the voxel maps depend on the coordinates only: computed once per layout (no host sync afterwards, so the
-    # later calls can be captured in a CUDA graph)
+    # the voxel maps depend on the coordinates only: computed once per layout, reused by every sampling step
     coords, parent, divisor = x.cached("pooling", lambda: _pooling(x.coords))
     total = x.feats.new_zeros(coords.shape[0], *x.feats.shape[1:]).index_add_(0, parent, x.feats)
     feats = total / divisor.to(x.feats.dtype).view(-1, *([1] * (x.feats.dim() - 1)))
