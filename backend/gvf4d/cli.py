@@ -85,7 +85,7 @@ def _cmd_weights(args) -> int:
     print(f"{folder}")
     for r in rows:
         size = f"{r.size / 2**20:9.1f} MiB" if r.path else " " * 13
-        print(f"  {r.name:17s} {r.status:13s} {size}  {r.path or ''}")
+        print(f"  {r.name:17s} {r.status:17s} {size}  {r.path or ''}")
     bad = [r for r in rows if r.status in ("missing", "HASH MISMATCH")]
     return 1 if bad else 0
 
