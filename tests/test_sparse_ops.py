@@ -37,7 +37,8 @@ def test_submanifold_conv_equals_dense_conv_at_active_voxels(seed, kernel):
         out = conv(x).feats
     c = x.coords.long()
     ref = F.conv3d(dense(x, 12), conv.conv.weight.permute(0, 4, 1, 2, 3), conv.conv.bias, padding=kernel // 2)
-    torch.testing.assert_close(out, ref[c[:, 0], :, c[:, 1], c[:, 2], c[:, 3]], rtol=1e-5, atol=1e-5)
+    # sums of up to 5^3 x 5 products of unit normals: float32 rounding in a different order reaches ~1e-5
+    torch.testing.assert_close(out, ref[c[:, 0], :, c[:, 1], c[:, 2], c[:, 3]], rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.skipif(not spconv_available(), reason="spconv not installed")

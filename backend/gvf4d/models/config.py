@@ -23,3 +23,11 @@ class ModelConfig:
     @classmethod
     def coerce(cls: type[C], config: "C | dict") -> C:
         return config if isinstance(config, cls) else cls.from_dict(config)
+
+
+class AttentionHeads:
+    """For configs with num_heads / num_head_channels / model_channels: heads = num_heads, else channels per head."""
+
+    @property
+    def heads(self) -> int:
+        return self.num_heads or self.model_channels // self.num_head_channels

@@ -18,13 +18,13 @@ from typing import Literal, Optional
 import torch
 from torch import Tensor, nn
 
-from .config import ModelConfig
+from .config import AttentionHeads, ModelConfig
 from .embeddings import TimestepEmbedder, xyz_sincos_embedding
 from .transformer import CrossAttention, FeedForward, SelfAttention
 
 
 @dataclass
-class GVFDiTConfig(ModelConfig):
+class GVFDiTConfig(ModelConfig, AttentionHeads):
     """Constructor arguments of the published DiT (configs/diffusion.yml `model`)."""
     NAME = "DiT"
 
@@ -48,10 +48,6 @@ class GVFDiTConfig(ModelConfig):
     qk_rms_norm_cross: bool = False
     no_temporal_attn: bool = False
 
-
-    @property
-    def heads(self) -> int:
-        return self.num_heads or self.model_channels // self.num_head_channels
 
 
 def _modulate(x: Tensor, shift: Tensor, scale: Tensor) -> Tensor:

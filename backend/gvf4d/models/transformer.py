@@ -15,15 +15,20 @@ from .attention import MultiHeadRMSNorm, attention
 Attend = Callable[[Tensor, Tensor, Tensor], Tensor]
 
 
+def _add_qk_norms(module: nn.Module, channels: int, heads: int, enabled: bool) -> None:
+    """q_rms_norm / k_rms_norm (per-head RMS norms of queries and keys) when enabled, as the published layers name them."""
+    module.qk_rms_norm = enabled
+    if enabled:
+        module.q_rms_norm = MultiHeadRMSNorm(channels // heads, heads)
+        module.k_rms_norm = MultiHeadRMSNorm(channels // heads, heads)
+
+
 class SelfAttention(nn.Module):
     def __init__(self, channels: int, heads: int, qk_rms_norm: bool = False):
         super().__init__()
         self.heads = heads
         self.to_qkv = nn.Linear(channels, 3 * channels)
-        if qk_rms_norm:
-            self.q_rms_norm = MultiHeadRMSNorm(channels // heads, heads)
-            self.k_rms_norm = MultiHeadRMSNorm(channels // heads, heads)
-        self.qk_rms_norm = qk_rms_norm
+        _add_qk_norms(self, channels, heads, qk_rms_norm)
         self.to_out = nn.Linear(channels, channels)
 
     def forward(self, x: Tensor, attend: Attend = attention) -> Tensor:
@@ -40,10 +45,7 @@ class CrossAttention(nn.Module):
         self.heads = heads
         self.to_q = nn.Linear(channels, channels)
         self.to_kv = nn.Linear(ctx_channels, 2 * channels)
-        if qk_rms_norm:
-            self.q_rms_norm = MultiHeadRMSNorm(channels // heads, heads)
-            self.k_rms_norm = MultiHeadRMSNorm(channels // heads, heads)
-        self.qk_rms_norm = qk_rms_norm
+        _add_qk_norms(self, channels, heads, qk_rms_norm)
         self.to_out = nn.Linear(channels, channels)
 
     def keys_values(self, context: Tensor) -> tuple[Tensor, Tensor]:

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ...representations.gvf_gaussians import MIN_KERNEL_SIZE, OPACITY_BIAS, SCALING_BIAS, GVFGaussians
-from ..config import ModelConfig
+from ..config import AttentionHeads, ModelConfig
 from ..embeddings import xyz_sincos_embedding
 from ..sparse import SparseTensor
 from .blocks import TransformerBlock, trunk_dtype
@@ -32,7 +32,7 @@ LAYOUT = (("_xyz", 3), ("_features_dc", 3), ("_scaling", 3), ("_rotation", 4), (
 
 
 @dataclass
-class GaussianDecoderConfig(ModelConfig):
+class GaussianDecoderConfig(ModelConfig, AttentionHeads):
     """ckpts/slat_dec_gs_*.json `args` (representation_config.num_gaussians set to 8 as GVF does)."""
     NAME = "Gaussian decoder"
 
@@ -50,10 +50,6 @@ class GaussianDecoderConfig(ModelConfig):
     use_checkpoint: bool = False
     qk_rms_norm: bool = False
     representation_config: dict = field(default_factory=dict)
-
-    @property
-    def heads(self) -> int:
-        return self.num_heads or self.model_channels // self.num_head_channels
 
 
 def radical_inverse(base: int, n: int) -> float:

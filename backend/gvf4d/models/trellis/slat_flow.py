@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..config import ModelConfig
+from ..config import AttentionHeads, ModelConfig
 from ..embeddings import TimestepEmbedder, xyz_sincos_embedding
 from ..sparse import SparseConv3d, SparseTensor, downsample, upsample
 from .blocks import ModulatedCrossBlock, trunk_dtype
@@ -21,7 +21,7 @@ from .tokens import SparseTokens
 
 
 @dataclass
-class SLatFlowConfig(ModelConfig):
+class SLatFlowConfig(ModelConfig, AttentionHeads):
     """ckpts/slat_flow_*.json `args`."""
     NAME = "structured-latent flow"
 
@@ -44,10 +44,6 @@ class SLatFlowConfig(ModelConfig):
     share_mod: bool = False
     qk_rms_norm: bool = False
     qk_rms_norm_cross: bool = False
-
-    @property
-    def heads(self) -> int:
-        return self.num_heads or self.model_channels // self.num_head_channels
 
 
 class SparseResBlock3d(nn.Module):

@@ -10,14 +10,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..config import ModelConfig
+from ..config import AttentionHeads, ModelConfig
 from ..embeddings import TimestepEmbedder, xyz_sincos_embedding
 from .blocks import ModulatedCrossBlock, trunk_dtype
 from .tokens import DenseTokens
 
 
 @dataclass
-class SparseStructureFlowConfig(ModelConfig):
+class SparseStructureFlowConfig(ModelConfig, AttentionHeads):
     """ckpts/ss_flow_*.json `args`."""
     NAME = "sparse-structure flow"
 
@@ -37,10 +37,6 @@ class SparseStructureFlowConfig(ModelConfig):
     share_mod: bool = False
     qk_rms_norm: bool = False
     qk_rms_norm_cross: bool = False
-
-    @property
-    def heads(self) -> int:
-        return self.num_heads or self.model_channels // self.num_head_channels
 
 
 def patchify(x: Tensor, p: int) -> Tensor:
