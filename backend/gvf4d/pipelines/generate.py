@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from ..canonical import Normalisation, load_mesh_canonical, load_splat_canonical
-from ..canonical.align import SilhouetteAlignment, align_to_footage
+from ..canonical.align import SilhouetteAlignment, align_to_footage, align_to_silhouette
 from ..canonical.azimuth import rotate_about_z, search_azimuth
 from ..engines.fit import FitSettings, fit_variation_field
 from ..evaluation import map_points
@@ -238,6 +238,11 @@ def generate(req: GenerateRequest, progress: Optional[Progress] = None, should_c
     else:
         if req.weights is None:
             raise WeightsError("the gvf engine needs --weights DIR holding gvf/ (the published checkpoints) and dinov2/")
+        # the published render-time factor: recorded (what would frame renders of the result like the footage),
+        # not applied — the model's canonical space is kept; --refine applies an alignment instead
+        seen = align_to_silhouette(canonical.to(device), alphas[0].to(device), footage_camera(req.fit_size, req.fit_size))
+        meta_canonical["alignment"] = {**seen.to_json(), "applied": False,
+                                       "use": "scale and offset that make renders match the first frame's silhouette"}
         engine = models.get("gvf", req.weights / "gvf", device)
         dinov2 = models.get("dinov2", req.weights / "dinov2", device)
         lap("load")
@@ -263,7 +268,7 @@ def generate(req: GenerateRequest, progress: Optional[Progress] = None, should_c
             settings = replace(req.fit, iterations_first=req.refine, iterations=req.refine)
             animated = fit_variation_field(aligned.canonical, frames, alphas, camera, settings, progress,
                                            should_cancel, init=aligned)
-            meta_canonical["alignment"] = alignment.to_json()
+            meta_canonical["alignment"] = {**alignment.to_json(), "applied": True}
             engine_meta["refine"] = {"iterations_per_frame": req.refine, "fit_size": req.fit_size,
                                      "settings": asdict(settings)}
             lap("refine")
