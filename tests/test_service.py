@@ -134,6 +134,14 @@ def test_bad_input_fails_the_job_not_the_service(server, shot, tmp_path):
     junk.write_bytes(b"not a video" * 20)
     j = wait(c, c.submit(job_body(shot, footage=str(junk)))["id"])
     assert j["state"] == "failed" and "junk.mp4: cannot be decoded" in j["error"]
+    with pytest.raises(BackendError, match="422.*trellis canonical need 'weights'"):
+        c.submit(job_body(shot, canonical="trellis", canonical_path=None))
+    with pytest.raises(BackendError, match="422.*'mesh' needs 'canonical_path'"):
+        c.submit(job_body(shot, canonical="mesh", canonical_path=None))
+    flat = tmp_path / "flat.obj"
+    flat.write_text("v 0 0 0\nv 1 0 0\nv 2 0 0\nf 1 2 3\n")
+    j = wait(c, c.submit(job_body(shot, canonical="mesh", canonical_path=str(flat)))["id"])
+    assert j["state"] == "failed" and "flat.obj: the mesh's surface area is 0" in j["error"]
     assert c.health()["version"]
 
 
