@@ -74,8 +74,19 @@ def write_trellis(folder):
         "slat_normalization": {"mean": [0.1] * 8, "std": [2.0] * 8}, "image_cond_model": "dinov2_vitl14_reg"}}))
 
 
+def write_clip(folder):
+    from transformers import CLIPConfig, CLIPModel
+    torch.manual_seed(0)
+    cfg = CLIPConfig(text_config={"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,
+                                  "intermediate_size": 64},
+                     vision_config={"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,
+                                    "intermediate_size": 64, "image_size": 64, "patch_size": 16}, projection_dim=16)
+    CLIPModel(cfg).save_pretrained(folder)
+
+
 def write_small_weights(root):
     write_gvf(root / "gvf")
     write_dinov2(root / "dinov2")
     write_trellis(root / "trellis")
+    write_clip(root / "clip")
     return root

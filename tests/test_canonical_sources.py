@@ -141,6 +141,7 @@ def test_generate_with_trellis_canonical_and_mesh(tmp_path, small_weights, shot_
     c = f.metadata["canonical"]
     assert c["source"] == "trellis" and c["seed"] == 5 and c["gaussians"] == 8 * c["voxels"] == f.num_gaussians
     assert c["facing"]["step_deg"] == 45 and c["facing"]["azimuth_deg"] % 45 == 0
+    assert c["facing"]["scorer"] == "clip"                                          # <weights>/clip/ is used
     assert c["alignment"]["applied"] is False and c["alignment"]["scale"] > 0      # the render-time factor
     faces, verts = np.asarray(f.array("mesh.faces")), np.asarray(f.array("mesh.vertices"))
     assert 0 < len(faces) <= 2000 and np.asarray(f.array("frames.mesh_vertices")).shape == (3, *verts.shape)

@@ -94,6 +94,9 @@ class LoadedModels:
             if kind == "gvf":
                 from .gvf import GVFEngine
                 self._models[key] = GVFEngine.from_folder(folder, device)
+            elif kind == "clip":
+                from ..canonical.azimuth import ClipScorer
+                self._models[key] = ClipScorer.from_folder(folder, device)
             elif kind == "trellis":
                 from .trellis import TrellisImageTo3D
                 encoder = self.get("dinov2", folder / "dinov2", device)
@@ -168,19 +171,26 @@ def _canonical(req: GenerateRequest, prepared: PreparedFootage, ingest_key: str,
 
 
 def _facing(req: GenerateRequest, canonical, frames, alphas, canonical_key: str, ingest_key: str, cache: StageCache,
-            reused: list, device: torch.device) -> float:
-    """The published azimuth search (cached): the canonical's rotation about +Z that best matches the first frame."""
+            reused: list, models: "LoadedModels", device: torch.device) -> dict:
+    """The published azimuth search (cached): the canonical's rotation about +Z that best matches the first frame,
+    scored with CLIP ViT-B/32 when <weights>/clip/ holds it, else by silhouette IoU + colour.
+    -> {"azimuth_deg", "scorer", "step_deg"}."""
     if req.azimuth_step <= 0:
-        return 0.0
-    key = stage_key("facing", ingest_key, canonical_key, req.azimuth_step)
+        return {"azimuth_deg": 0.0, "scorer": None, "step_deg": 0.0}
+    clip_folder = req.weights / "clip" if req.weights is not None else None
+    use_clip = clip_folder is not None and (clip_folder / "config.json").is_file()
+    key = stage_key("facing", ingest_key, canonical_key, req.azimuth_step,
+                    sha256_file(clip_folder / "config.json") if use_clip else None)
     hit = cache.get("facing", key)
     if hit:
         reused.append("facing")
-        return json.loads((hit / "facing.json").read_text())["azimuth_deg"]
+        return json.loads((hit / "facing.json").read_text())
     steps = np.arange(-180.0, 180.0, req.azimuth_step).tolist()
-    azimuth = search_azimuth(canonical.to(device), frames[0].to(device), alphas[0].to(device), steps).azimuth_deg
-    cache.put("facing", key, lambda d: (d / "facing.json").write_text(json.dumps({"azimuth_deg": azimuth})))
-    return azimuth
+    clip = models.get("clip", clip_folder, device) if use_clip else None
+    found = search_azimuth(canonical.to(device), frames[0].to(device), alphas[0].to(device), steps, clip=clip)
+    record = {"azimuth_deg": found.azimuth_deg, "scorer": found.scorer, "step_deg": req.azimuth_step}
+    cache.put("facing", key, lambda d: (d / "facing.json").write_text(json.dumps(record)))
+    return record
 
 
 def _mesh(animated, req: GenerateRequest) -> dict:
@@ -210,10 +220,10 @@ def generate(req: GenerateRequest, progress: Optional[Progress] = None, should_c
                                                                          models, device, progress)
     lap("canonical")
     frames, alphas = prepared.tensors(req.fit_size)
-    azimuth = _facing(req, canonical, frames, alphas, canonical_key, ingest_key, cache, reused, device)
+    facing = _facing(req, canonical, frames, alphas, canonical_key, ingest_key, cache, reused, models, device)
+    azimuth = facing["azimuth_deg"]
     canonical = rotate_about_z(canonical, -azimuth)
-    meta_canonical["facing"] = {"azimuth_deg": azimuth, "step_deg": req.azimuth_step,
-                                "applied": "rotation about +Z by -azimuth, before any scale and offset"}
+    meta_canonical["facing"] = {**facing, "applied": "rotation about +Z by -azimuth, before any scale and offset"}
     lap("facing")
 
     if req.engine == "fit":
