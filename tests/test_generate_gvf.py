@@ -4,7 +4,6 @@ import subprocess
 import sys
 
 import numpy as np
-import pytest
 import torch
 
 from gvf4d.pipelines.gvf import CONFIG_FILE, GVF_FILES

@@ -103,3 +103,19 @@ def test_segment_attention_equals_one_attention_per_segment(seed):
     for a, b, c, o in zip(qs, ks, vs, outs):
         ref = F.scaled_dot_product_attention(a.transpose(0, 1), b.transpose(0, 1), c.transpose(0, 1)).transpose(0, 1)
         torch.testing.assert_close(o, ref, rtol=1e-5, atol=1e-5)
+
+
+def _flash_available():
+    from gvf4d.models.attention import _flash_attn_func
+    return torch.cuda.is_available() and _flash_attn_func() is not None
+
+
+@pytest.mark.skipif(not _flash_available(), reason="flash-attn with CUDA only (not installed here)")
+def test_flash_varlen_and_padded_sdpa_agree():
+    g = torch.Generator(device="cuda").manual_seed(0)
+    q_len, k_len = torch.tensor([5, 17, 9], device="cuda"), torch.tensor([7, 3, 30], device="cuda")
+    q = torch.randn(int(q_len.sum()), 4, 32, generator=g, device="cuda", dtype=torch.float16)
+    k, v = (torch.randn(int(k_len.sum()), 4, 32, generator=g, device="cuda", dtype=torch.float16) for _ in range(2))
+    flash = segment_attention(q, k, v, Segments.of(q_len), Segments.of(k_len), backend="flash")
+    sdpa = segment_attention(q, k, v, Segments.of(q_len), Segments.of(k_len), backend="sdpa")
+    torch.testing.assert_close(flash, sdpa, rtol=2e-3, atol=2e-3)

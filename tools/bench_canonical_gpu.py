@@ -130,7 +130,7 @@ def main():
     med = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
     total = sum(v for k, v in med.items() if k != "peak_gib")
     print(f"device: {torch.cuda.get_device_name()}, torch {torch.__version__}")
-    print(f"parameters (M): " + ", ".join(f"{k} {v:.1f}" for k, v in params.items()))
+    print("parameters (M): " + ", ".join(f"{k} {v:.1f}" for k, v in params.items()))
     print(f"voxels {len(coords)} -> Gaussians {8 * len(coords)}; sampled structure had {len(structure)} voxels")
     print("| stage | median (s) |\n| --- | --- |")
     for k, v in med.items():

@@ -60,6 +60,12 @@ class Segments:
         return t.flatten(0, 1) if self.equal else t.flatten(0, 1).index_select(0, self.flat_valid)
 
 
+def _flash_varlen(q: Tensor, k: Tensor, v: Tensor, q_lengths: Tensor, k_lengths: Tensor) -> Tensor:
+    from flash_attn import flash_attn_varlen_func
+    cu_q, cu_k = (F.pad(torch.cumsum(n, 0), (1, 0)).int() for n in (q_lengths, k_lengths))
+    return flash_attn_varlen_func(q, k, v, cu_q, cu_k, int(q_lengths.max()), int(k_lengths.max()))
+
+
 def segment_attention(q: Tensor, k: Tensor, v: Tensor, q_segments: Segments, k_segments: Optional[Segments] = None,
                       backend: str = "auto") -> Tensor:
     """q (Nq, H, D), k/v (Nk, H, D) cut into segments (Segments.of(lengths), lengths summing to Nq/Nk)
