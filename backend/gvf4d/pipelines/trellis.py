@@ -159,7 +159,7 @@ class TrellisImageTo3D:
         clock.lap("trellis_condition")
         coords = self.sample_structure(cond, generator, progress)
         if len(coords) == 0:
-            raise RuntimeError("TRELLIS produced an empty structure for this frame (no occupied voxel); "
+            raise ValueError("TRELLIS produced an empty structure for this frame (no occupied voxel); "
                                "try another seed or check the frame's mask")
         clock.lap("trellis_structure")
         slat = self.sample_latent(coords, cond, generator, progress)
