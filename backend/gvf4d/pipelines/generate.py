@@ -103,7 +103,9 @@ class LoadedModels:
                 self._models[key] = TrellisImageTo3D.from_folders(folder / "trellis", folder / "gvf", encoder, device)
             else:
                 from ..models.dinov2_features import DinoV2Features
-                self._models[key] = DinoV2Features.from_folder(folder, device)
+                # half precision on CUDA (the features are stored in fp16 as published; computed in fp32 there)
+                dtype = torch.float16 if device.type == "cuda" else torch.float32
+                self._models[key] = DinoV2Features.from_folder(folder, device, dtype)
         return self._models[key]
 
 
