@@ -59,14 +59,19 @@ def main():
     ap.add_argument("--json")
     ap.add_argument("--iters", type=int, default=10)
     ap.add_argument("--only-vae", action="store_true", help="measure the motion-VAE decode only")
+    ap.add_argument("--only-engine", action="store_true", help="measure the engine's DiT path only")
+    ap.add_argument("--compile", action="store_true", help="also measure the torch.compile'd engine path (~30 s)")
     args = ap.parse_args()
     dev = "cuda"
     torch.backends.cuda.matmul.allow_tf32 = True
     rows, results = [], {"device": torch.cuda.get_device_name(), "torch": torch.__version__}
 
-    if not args.only_vae:
+    if args.only_engine:
+        rows += bench_engine_path(args, results, random_model(GVFDiT(GVFDiTConfig())).to(dev).eval())
+    elif not args.only_vae:
         rows += bench_dit(args, results)
-    rows += bench_vae(args, results)
+    if not args.only_engine:
+        rows += bench_vae(args, results)
     pts = torch.randn(1, 200_000, 3, device=dev)
     ms = cuda_time(lambda: farthest_point_sampling(pts, 4096), warmup=1, iters=3)
     results["fps_4096_of_200k_ms"] = ms
@@ -131,28 +136,32 @@ def bench_engine_path(args, results, dit) -> list:
     stats = {"static_mean": torch.zeros(14), "static_std": torch.ones(14), "deformation_mean": torch.zeros(16),
              "deformation_std": torch.ones(16)}
     engine = GVFEngine(dit, random_model(MotionVAE(MotionVAEConfig(depth=1))), stats).to("cuda")
-    for graphs in (False, True):
-        net = engine._network("fp16", cuda_graphs=graphs)
-        label = "fp16 weights + CUDA graph" if graphs else "fp16 weights, eager"
+    variants = [(False, False), (True, False)] + ([(True, True)] if args.compile else [])
+    for graphs, compiled in variants:
+        net = engine._network("fp16", cuda_graphs=graphs, compile=compiled)
+        label = ("fp16 weights, torch.compile + CUDA graph" if compiled else
+                 "fp16 weights + CUDA graph" if graphs else "fp16 weights, eager")
+        name = "compile_graph" if compiled else "graph" if graphs else "eager"
         for b in (1, 3):
             xb, tb, cb = dit_inputs(b)
             with torch.no_grad():
                 ms = cuda_time(lambda: net(xb, tb, **cb), iters=args.iters)
-            results[f"dit_b{b}_engine_{'graph' if graphs else 'eager'}_ms"] = ms
+            results[f"dit_b{b}_engine_{name}_ms"] = ms
             rows.append((f"DiT forward B={b}, T=32 ({label})", PUBLISHED[f"dit_b{b}"], TARGET[f"dit_b{b}"], ms))
         with torch.no_grad():
             fast = net(x, t, **cond)
-        results[f"dit_engine_{'graph' if graphs else 'eager'}_vs_fp32_rel_err"] = ((fast - ref).norm() / ref.norm()).item()
-        results[f"dit_engine_{'graph' if graphs else 'eager'}_vs_plain_rel_err"] = ((fast - plain).norm() / plain.norm()).item()
+        results[f"dit_engine_{name}_vs_fp32_rel_err"] = ((fast - ref).norm() / ref.norm()).item()
+        results[f"dit_engine_{name}_vs_plain_rel_err"] = ((fast - plain).norm() / plain.norm()).item()
     schedule = DiscreteVPSchedule.cosine()
-    net = engine._network("fp16", cuda_graphs=True)
+    net = engine._network("fp16", cuda_graphs=True, compile=args.compile)
     def solve():
         with torch.no_grad():
             return DPMSolverPP(schedule).sample(ThreeWayGuidance(net, schedule, cond).noise, x, steps=32,
                                                 method="multistep")
     ms = cuda_time(solve, warmup=1, iters=3)
     results["dpm_multistep_32nfe_engine_ms"] = ms
-    rows.append(("DPM-Solver++ multistep, 32 NFE, B=1 (engine path)", PUBLISHED["dpm_32"], TARGET["dpm_32"], ms))
+    rows.append((f"DPM-Solver++ multistep, 32 NFE, B=1 (engine path{', compiled' if args.compile else ''})",
+                 PUBLISHED["dpm_32"], TARGET["dpm_32"], ms))
     results["dit_fp16_autocast_vs_fp32_rel_err"] = ((plain - ref).norm() / ref.norm()).item()
     return rows
 

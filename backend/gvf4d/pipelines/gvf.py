@@ -65,6 +65,7 @@ class GVFSettings:
     precision: Literal["auto", "fp32", "fp16", "bf16"] = "auto"   # auto: fp16 on CUDA (as published), fp32 on CPU
     decode_chunk: int = 8192
     cuda_graphs: bool = True   # CUDA, half precision: replay the DiT from a CUDA graph (same kernels, less launch cost)
+    compile: bool = False      # CUDA, half precision: torch.compile the DiT first (fused kernels; ~30 s once per process)
 
 
 @dataclass
@@ -80,6 +81,7 @@ class GVFEngine:
         self.dit, self.vae = dit.eval(), vae.eval()
         self.stats = stats
         self.schedule = DiscreteVPSchedule.cosine(1000)
+        self._fast: dict = {}      # the DiT's fast calls on CUDA, by (cuda_graphs, compile)
         self.checkpoints = checkpoints or []
 
     @property
@@ -138,28 +140,30 @@ class GVFEngine:
         cfg = self.dit.config
         gen = torch.Generator(device=self.device).manual_seed(settings.seed)
         noise = torch.randn((1, num_frames, cfg.resolution, cfg.in_channels), generator=gen, device=self.device)
-        guidance = ThreeWayGuidance(self._network(settings.precision, settings.cuda_graphs), self.schedule, cond,
-                                    settings.guidance_scale, settings.guidance_scale2)
+        network = self._network(settings.precision, settings.cuda_graphs, settings.compile)
+        guidance = ThreeWayGuidance(network, self.schedule, cond, settings.guidance_scale, settings.guidance_scale2)
         x, stats = DPMSolverPP(self.schedule).sample(
             guidance.noise, noise, steps=settings.steps, t_start=1.0, t_end=1e-3, order=2, method=settings.method,
             progress=(lambda f: progress("sampling", f)) if progress else None)
         latent = x.float() * self.stats["deformation_std"] + self.stats["deformation_mean"]
         return latent[0], stats.network_evaluations
 
-    def _network(self, precision: str, cuda_graphs: bool = True):
+    def _network(self, precision: str, cuda_graphs: bool = True, compile: bool = False):
         """The DiT as the sampler calls it. On CUDA in half precision the weights themselves are cast (once):
-        the same rounding as fp16 autocast, without its casts and fp32 activations (15% faster on an H100), and
-        the call is replayed from a CUDA graph per input shape (kept with the engine, so later jobs reuse it)."""
+        the same rounding as fp16 autocast, without its casts and fp32 activations (15% faster on an H100); the
+        network is optionally torch.compile'd, and the call is replayed from a CUDA graph per input shape. Both are
+        kept with the engine, so later jobs reuse them."""
         half = {"auto": torch.float16, "fp16": torch.float16, "bf16": torch.bfloat16}.get(precision)
         if self.device.type == "cuda" and half is not None:
             if self.dit.input_layer.weight.dtype != half:
                 self.dit.to(half)
-                self._graphed = None
-            if not cuda_graphs:
-                return lambda x, t, **cond: self.dit(x, t, **cond).float()
-            if getattr(self, "_graphed", None) is None:
-                self._graphed = GraphedCall(lambda x, t, **cond: self.dit(x, t, **cond).float())
-            return self._graphed
+                self._fast = {}
+            key = (cuda_graphs, compile)
+            if key not in self._fast:
+                dit = torch.compile(self.dit) if compile else self.dit
+                call = lambda x, t, **cond: dit(x, t, **cond).float()  # noqa: E731
+                self._fast[key] = GraphedCall(call) if cuda_graphs else call
+            return self._fast[key]
         if self.dit.input_layer.weight.dtype != torch.float32:
             self.dit.float()
 
