@@ -71,6 +71,11 @@ def test_graphed_dit_call_equals_the_eager_call():
             x, t = torch.randn(1, 4, 64, 16, device="cuda"), torch.rand(1, device="cuda") * 999
             torch.testing.assert_close(graphed(x, t, **cond), dit(x, t, **cond).float(), rtol=0, atol=0)
     assert graphed.failed is None and len(graphed._graphs) == 1
+    small = GraphedCall(lambda x: x * 2, max_graphs=2)
+    for n in (3, 4, 5, 3):                  # a third shape evicts the least recently used one
+        torch.testing.assert_close(small(torch.ones(n, device="cuda")), torch.full((n,), 2.0, device="cuda"))
+    assert list(small._graphs) == [(1, (), (((5,), torch.float32, torch.device("cuda", 0)),)),
+                                   (1, (), (((3,), torch.float32, torch.device("cuda", 0)),))]
 
 
 def test_sdpa_attention_is_plain_softmax_attention():
