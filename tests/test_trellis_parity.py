@@ -7,7 +7,7 @@ import torch
 from gvf4d.models.sparse import SparseTensor, spconv_available
 from gvf4d.models.trellis import (GaussianDecoder, SLatFlowModel, SparseStructureDecoder, SparseStructureFlowModel,
                                   rename_gvf_static_vae_keys)
-from gvf4d.models.weights import load_strict
+from gvf4d.models.weights import load_strict, read_state_dict
 from gvf4d.samplers import FlowEulerSampler
 
 from golden import assert_close_rel, config, load
@@ -90,7 +90,7 @@ def test_gaussian_decoder_raw_and_activated():
         assert_close_rel(a["opacities"], io[f"b{b}.opacity"][:, 0], 1e-5)
 
 
-def test_gvf_checkpoint_keys_map_onto_the_decoder():
+def test_gvf_checkpoint_keys_map_onto_the_decoder(tmp_path):
     weights, _ = golden("gs_decoder_small_weights.safetensors")
     published = {}
     for k, v in weights.items():   # as GVF's static-VAE checkpoint names them (DDP prefix included)
@@ -98,7 +98,8 @@ def test_gvf_checkpoint_keys_map_onto_the_decoder():
         k = k.replace("input_layer.", "from_latent.", 1) if k.startswith("input_layer.") else k
         published["module." + k] = v
     published["module.encoder.0.weight"] = torch.zeros(1)     # the checkpoint's other parts are dropped
-    renamed = rename_gvf_static_vae_keys(published)
+    torch.save(published, tmp_path / "ema_static_vae.pt")
+    renamed = rename_gvf_static_vae_keys(read_state_dict(tmp_path / "ema_static_vae.pt"))
     assert set(renamed) == set(weights)
     load_strict(GaussianDecoder(config("gs_decoder_small_weights.safetensors", *GOLDEN)), renamed, "renamed")
 

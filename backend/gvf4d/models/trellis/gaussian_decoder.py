@@ -68,10 +68,10 @@ def hammersley_points(count: int) -> Tensor:
 
 
 def rename_gvf_static_vae_keys(state_dict: dict) -> dict:
-    """GVF's ema_static_vae checkpoint -> this decoder's keys (unused keys, e.g. an encoder's, are dropped)."""
+    """GVF's ema_static_vae checkpoint, as read_state_dict returns it (`module.` already stripped) -> this decoder's
+    keys (unused keys, e.g. an encoder's, are dropped)."""
     out = {}
     for k, v in state_dict.items():
-        k = k[len("module."):] if k.startswith("module.") else k
         if k.startswith("decoder."):
             out["blocks." + k[len("decoder."):]] = v
         elif k.startswith("from_latent."):
