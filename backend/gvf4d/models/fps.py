@@ -28,24 +28,24 @@ def farthest_point_sampling(points: Tensor, k: int, lengths: Tensor | None = Non
     min_dist = torch.where(valid, torch.full((B, N), float("inf"), device=points.device, dtype=points.dtype),
                            torch.full((B, N), -1.0, device=points.device, dtype=points.dtype))
     current = torch.zeros(B, dtype=torch.long, device=points.device)
+    batch = torch.arange(B, device=points.device)
     if use_graph and points.is_cuda and k > GRAPH_CHUNK:
-        return _graphed_steps(points, k, min_dist, current)
+        return _graphed_steps(points, k, min_dist, current, batch)
     idx = torch.zeros(B, k, dtype=torch.long, device=points.device)
     for i in range(k):
-        _step(points, min_dist, current, idx[:, i])
+        _step(points, batch, min_dist, current, idx[:, i])
     return idx
 
 
-def _step(points: Tensor, min_dist: Tensor, current: Tensor, out: Tensor) -> None:
+def _step(points: Tensor, batch: Tensor, min_dist: Tensor, current: Tensor, out: Tensor) -> None:
     """One selection, in place: record `current` in out, fold its distances into min_dist, pick the next."""
     out.copy_(current)
-    batch = torch.arange(points.shape[0], device=points.device)
     d = (points - points[batch, current][:, None]).pow(2).sum(-1)
     torch.minimum(min_dist, d, out=min_dist)
     current.copy_(min_dist.argmax(dim=1))
 
 
-def _graphed_steps(points: Tensor, k: int, min_dist: Tensor, current: Tensor) -> Tensor:
+def _graphed_steps(points: Tensor, k: int, min_dist: Tensor, current: Tensor, batch: Tensor) -> Tensor:
     B = points.shape[0]
     chunk = torch.zeros(B, GRAPH_CHUNK, dtype=torch.long, device=points.device)
     start_dist, start_current = min_dist.clone(), current.clone()
@@ -53,14 +53,14 @@ def _graphed_steps(points: Tensor, k: int, min_dist: Tensor, current: Tensor) ->
     side.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(side):                       # warm-up outside the capture, as CUDA graphs require
         for j in range(GRAPH_CHUNK):
-            _step(points, min_dist, current, chunk[:, j])
+            _step(points, batch, min_dist, current, chunk[:, j])
     torch.cuda.current_stream().wait_stream(side)
     min_dist.copy_(start_dist)
     current.copy_(start_current)
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):
         for j in range(GRAPH_CHUNK):
-            _step(points, min_dist, current, chunk[:, j])
+            _step(points, batch, min_dist, current, chunk[:, j])
     idx = []
     for _ in range(-(-k // GRAPH_CHUNK)):              # extra steps past k do not change the first k picks
         graph.replay()
