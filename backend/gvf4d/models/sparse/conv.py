@@ -127,11 +127,14 @@ class SparseConv3d(nn.Module):
         key = f"spconv_indices{self.kernel_size}"
         if (x.stride, key) in x.cache:
             data.indice_dict = x.cache[(x.stride, key)]
-        # a functional call of spconv's module with our parameters (same layout): no copy of the weights
-        module = spconv.SubMConv3d(self.conv.weight.shape[4], self.conv.weight.shape[0], self.kernel_size,
-                                   bias=self.conv.bias is not None, indice_key=key).to(x.feats.device)
-        out = torch.func.functional_call(module, {"weight": self.conv.weight, **({"bias": self.conv.bias}
-                                                                                  if self.conv.bias is not None else {})},
-                                         (data,))
+        # a functional call of spconv's module with our parameters (same layout): no copy of the weights. The module
+        # is built once (kept outside the module tree, so the state_dict keys stay the published ones)
+        module = self.__dict__.get("_spconv_module")
+        if module is None:
+            module = self.__dict__["_spconv_module"] = spconv.SubMConv3d(
+                self.conv.weight.shape[4], self.conv.weight.shape[0], self.kernel_size,
+                bias=self.conv.bias is not None, indice_key=key)
+        params = {"weight": self.conv.weight, **({"bias": self.conv.bias} if self.conv.bias is not None else {})}
+        out = torch.func.functional_call(module, params, (data,))
         x.cache[(x.stride, key)] = out.indice_dict
         return out.features
