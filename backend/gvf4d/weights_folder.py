@@ -21,6 +21,7 @@ from .pipelines.trellis import GAUSSIAN_DECODER_FILE, TRELLIS_HUB_REPO
 GVF_HUB_REPO = "BwZhang/GaussianVariationFieldDiffusion"
 DINOV2_HUB_REPO = "facebook/dinov2-with-registers-large"
 LOCK_FILE = "weights.lock.json"
+GVF_CHECKPOINTS = (*GVF_FILES.values(), GAUSSIAN_DECODER_FILE)   # what gvf/ may hold, converted and downloaded alike
 
 
 @dataclass
@@ -51,26 +52,28 @@ def _write_lock(folder: Path, lock: dict) -> None:
         tmp.write_text(json.dumps(lock, indent=2, sort_keys=True))
 
 
+def _file_entry(folder: Path, name: str, stem: str, lock: dict, with_hashes: bool, optional: bool = False) -> WeightsEntry:
+    """A checkpoint in gvf/ (converted .safetensors or published .pt) with its hash and the lock file's."""
+    path = existing_weight_file(folder / "gvf", stem)
+    rel = str(path.relative_to(folder)) if path else None
+    return WeightsEntry(name, path, path.stat().st_size if path else 0,
+                        sha256_file(path) if (path and with_hashes) else None, lock.get(rel), optional=optional)
+
+
+def _folder_entry(folder: Path, sub: str, marker: str, pattern: str, optional: bool = False) -> WeightsEntry:
+    """A model folder (present when it holds `marker`), sized over its files matching `pattern`."""
+    d = folder / sub
+    files = [p for p in d.glob(pattern) if p.is_file()] if d.is_dir() else []
+    return WeightsEntry(sub, d if (d / marker).is_file() else None, sum(p.stat().st_size for p in files),
+                        optional=optional)
+
+
 def report(folder: Path, with_hashes: bool = False) -> list[WeightsEntry]:
     lock = _lock(folder)
-    rows = []
-    for name, stem in GVF_FILES.items():
-        path = existing_weight_file(folder / "gvf", stem)
-        rel = str(path.relative_to(folder)) if path else None
-        rows.append(WeightsEntry(name, path, path.stat().st_size if path else 0,
-                                 sha256_file(path) if (path and with_hashes) else None, lock.get(rel)))
-    dino = folder / "dinov2"
-    dino_files = sorted(p for p in dino.glob("*") if p.is_file()) if dino.is_dir() else []
-    rows.append(WeightsEntry("dinov2", dino if (dino / "config.json").is_file() else None,
-                             sum(p.stat().st_size for p in dino_files)))
-    decoder = existing_weight_file(folder / "gvf", GAUSSIAN_DECODER_FILE)
-    rel = str(decoder.relative_to(folder)) if decoder else None
-    rows.append(WeightsEntry("gaussian_decoder", decoder, decoder.stat().st_size if decoder else 0,
-                             sha256_file(decoder) if (decoder and with_hashes) else None, lock.get(rel), optional=True))
-    trellis = folder / "trellis"
-    trellis_files = sorted(p for p in trellis.rglob("*") if p.is_file()) if trellis.is_dir() else []
-    rows.append(WeightsEntry("trellis", trellis if (trellis / "pipeline.json").is_file() else None,
-                             sum(p.stat().st_size for p in trellis_files), optional=True))
+    rows = [_file_entry(folder, name, stem, lock, with_hashes) for name, stem in GVF_FILES.items()]
+    rows.append(_folder_entry(folder, "dinov2", "config.json", "*"))
+    rows.append(_file_entry(folder, "gaussian_decoder", GAUSSIAN_DECODER_FILE, lock, with_hashes, optional=True))
+    rows.append(_folder_entry(folder, "trellis", "pipeline.json", "**/*", optional=True))
     return rows
 
 
@@ -86,7 +89,7 @@ def record_hashes(folder: Path) -> dict:
 
 def convert(folder: Path) -> list[Path]:
     out = []
-    for stem in (*GVF_FILES.values(), GAUSSIAN_DECODER_FILE):
+    for stem in GVF_CHECKPOINTS:
         pt = folder / "gvf" / f"{stem}.pt"
         if pt.is_file() and not pt.with_suffix(".safetensors").is_file():
             out.append(convert_to_safetensors(pt))
@@ -97,7 +100,7 @@ def convert(folder: Path) -> list[Path]:
 def download(folder: Path) -> None:
     try:
         from huggingface_hub import hf_hub_download, snapshot_download
-        for stem in (*GVF_FILES.values(), GAUSSIAN_DECODER_FILE):
+        for stem in GVF_CHECKPOINTS:
             hf_hub_download(GVF_HUB_REPO, f"{stem}.pt", local_dir=str(folder / "gvf"))
         snapshot_download(DINOV2_HUB_REPO, local_dir=str(folder / "dinov2"),
                           allow_patterns=["config.json", "*.safetensors"])
