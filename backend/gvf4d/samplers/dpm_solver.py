@@ -84,7 +84,7 @@ class DPMSolverPP:
             raise ValueError(f"DPM-Solver++ order {order} not supported: use 1 or 2")
         if steps < order:
             raise ValueError(f"{steps} steps are fewer than the order {order}")
-        ts = torch.linspace(t_start, t_end, steps + 1).to(x.device)   # the time-uniform grid
+        ts = torch.linspace(t_start, t_end, steps + 1, device=x.device)   # the time-uniform grid
         hist_t, hist_x0 = [ts[0]], [self.data_prediction(noise_fn, x, ts[0], stats)]
         for step in range(1, steps + 1):
             t = ts[step]

@@ -25,9 +25,10 @@ def cosine_betas(num_steps: int = 1000, max_beta: float = 0.999, s: float = 0.00
 def interp(x: Tensor, xp: Tensor, fp: Tensor) -> Tensor:
     """Piecewise-linear interpolation with linear extrapolation past both ends. xp ascending (K,), x any shape."""
     K = xp.shape[0]
-    i = torch.searchsorted(xp, x.contiguous()).clamp(1, K - 1) - 1
+    flat = x.reshape(-1)          # 1-D index tensors: a 0-dim one would index through .item(), a GPU sync per call
+    i = torch.searchsorted(xp, flat.contiguous()).clamp(1, K - 1) - 1
     x0, x1, y0, y1 = xp[i], xp[i + 1], fp[i], fp[i + 1]
-    return y0 + (x - x0) * (y1 - y0) / (x1 - x0)
+    return (y0 + (flat - x0) * (y1 - y0) / (x1 - x0)).reshape(x.shape)
 
 
 class DiscreteVPSchedule:
