@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .attention import attention
+from .head_summed_attention import head_summed_attention
 from .config import ModelConfig
 from .embeddings import PointFourierEmbed
 from .fps import farthest_point_sampling
@@ -160,8 +161,8 @@ class MotionVAE(nn.Module):
 
     def folded_values(self, context: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """For the folded decoder: the cross-attention's keys (B*T, L, H, D) and its values already carried
-        through the output projection and the head, per head: (B*T, L, H, D) (14 channels, zero-padded), plus
-        the constant term (14,). Valid when there is no decoder MLP (the published model)."""
+        through the output projection and the head, per head: (B*T, L, H, 14), plus the constant term (14,).
+        Valid when there is no decoder MLP (the published model)."""
         attn = self.decoder_cross_attn.fn
         ctx = self.decoder_cross_attn.norm_context(context)
         k, v = attn.to_kv(ctx).chunk(2, dim=-1)
@@ -170,28 +171,19 @@ class MotionVAE(nn.Module):
         w_out = attn.to_out.weight.reshape(-1, H, D)                          # (dim, H, D)
         fold = torch.einsum("od,dhe->hoe", self.to_outputs.weight.to(w_out.dtype), w_out)   # (H, 14, D)
         values = torch.einsum("blhe,hoe->blho", v, fold.to(v.dtype))          # (BT, L, H, 14)
-        # padded to the head width, so the fused (flash) attention kernels take it (heads narrower than the
-        # output, in small test models only, pad to a multiple of 8 instead)
-        out_ch = values.shape[-1]
-        width = D if D >= out_ch else -(-out_ch // 8) * 8
-        values = torch.nn.functional.pad(values, (0, width - out_ch))
         const = self.to_outputs.weight @ attn.to_out.bias + self.to_outputs.bias
         return k, values, const
 
     def decode_chunk_folded(self, query_embed: Tensor, keys: Tensor, values: Tensor, const: Tensor) -> Tensor:
         """Same result as decode_chunk, with the value, output and head projections folded into the values:
-        per Gaussian and frame one attention whose values are already the 14 output channels (no 768x768
-        output projection per Gaussian and frame). -> (B, T, q, 14)."""
-        B, q, dim = query_embed.shape
-        BT = keys.shape[0]
+        per Gaussian and frame one attention whose values are already the 14 output channels, summed over heads
+        (no 768x768 output projection per Gaussian and frame; the query is shared by all frames). -> (B, T, q, 14)."""
+        B = query_embed.shape[0]
         attn = self.decoder_cross_attn.fn
         qh = attn.split_heads(attn.to_q(self.decoder_cross_attn.norm(query_embed)))   # (B, q, H, D), once per chunk
-        qh = qh[:, None].expand(B, BT // B, *qh.shape[1:]).reshape(BT, *qh.shape[1:])
-        scale = qh.shape[-1] ** -0.5
-        out = torch.nn.functional.scaled_dot_product_attention(
-            qh.transpose(1, 2), keys.transpose(1, 2), values.transpose(1, 2), scale=scale)   # (BT, H, q, D)
-        out = out.sum(1)[..., :const.shape[0]] + const.to(out.dtype)
-        return out.reshape(B, BT // B, q, -1)
+        per_sample = lambda t: t.reshape(B, t.shape[0] // B, *t.shape[1:]).to(qh.dtype)   # noqa: E731
+        out = head_summed_attention(qh, per_sample(keys), per_sample(values), qh.shape[-1] ** -0.5)
+        return out + const.to(out.dtype)
 
     def decode(self, latents: Tensor, gaussians: Tensor, chunk_size: int | None = None, folded: bool = True) -> Tensor:
         """latents (B*T, L, latent_dim), gaussians (B, Q, 14) -> deltas (B, T, Q, 14), Q handled in chunks.
