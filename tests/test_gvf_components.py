@@ -63,19 +63,74 @@ def test_graphed_dit_call_equals_the_eager_call():
     torch.manual_seed(0)
     dit = GVFDiT(GVFDiTConfig(resolution=64, model_channels=64, num_blocks=2, num_heads=4, image_cond_channels=32))
     dit = dit.cuda().half().eval()
-    cond = {"cond_images": torch.randn(1, 4, 20, 32, device="cuda"), "static_latent": torch.randn(1, 100, 14, device="cuda"),
-            "deformation_position_xyz": torch.randn(1, 64, 3, device="cuda")}
-    graphed = GraphedCall(lambda x, t, **c: dit(x, t, **c).float())
+    images, static = torch.randn(1, 4, 20, 32, device="cuda"), torch.randn(1, 100, 14, device="cuda")
+    xyz = torch.randn(1, 64, 3, device="cuda")
+    graphed = GraphedCall(lambda x, t, condition, xyz: dit.denoise(x, t, condition, xyz).float())
     with torch.no_grad():
-        for step in range(3):      # capture, then replays with new inputs
+        condition = dit.condition(images, static)       # folded (half weights), nested tensors and a float
+        for step in range(3):      # capture, then replays with new inputs and the same (not re-copied) condition
             x, t = torch.randn(1, 4, 64, 16, device="cuda"), torch.rand(1, device="cuda") * 999
-            torch.testing.assert_close(graphed(x, t, **cond), dit(x, t, **cond).float(), rtol=0, atol=0)
+            torch.testing.assert_close(graphed(x, t, condition, xyz), dit.denoise(x, t, condition, xyz).float(),
+                                       rtol=0, atol=0)
+        # the same tensor modified in place is copied again
+        condition[0].image_kv[0].mul_(0.5)
+        torch.testing.assert_close(graphed(x, t, condition, xyz), dit.denoise(x, t, condition, xyz).float(),
+                                   rtol=0, atol=0)
+        # a new condition of the same shapes replays the same graph
+        condition = dit.condition(images * 2, static)
+        torch.testing.assert_close(graphed(x, t, condition, xyz), dit.denoise(x, t, condition, xyz).float(),
+                                   rtol=0, atol=0)
     assert graphed.failed is None and len(graphed._graphs) == 1
     small = GraphedCall(lambda x: x * 2, max_graphs=2)
     for n in (3, 4, 5, 3):                  # a third shape evicts the least recently used one
         torch.testing.assert_close(small(torch.ones(n, device="cuda")), torch.full((n,), 2.0, device="cuda"))
-    assert list(small._graphs) == [(1, (), (((5,), torch.float32, torch.device("cuda", 0)),)),
-                                   (1, (), (((3,), torch.float32, torch.device("cuda", 0)),))]
+    assert [shapes for _, shapes in small._graphs] == [(((5,), torch.float32, torch.device("cuda", 0)),),
+                                                      (((3,), torch.float32, torch.device("cuda", 0)),)]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU (run on the GPU machine)")
+def test_multistep_sampling_never_waits_for_the_gpu():
+    """A synchronisation per step would leave the GPU idle while Python prepares the next step."""
+    from gvf4d.samplers import DiscreteVPSchedule, DPMSolverPP
+    schedule = DiscreteVPSchedule.cosine()
+    x = torch.randn(1, 4, 8, 16, device="cuda")
+    schedule.alpha(torch.ones(1, device="cuda"))          # the schedule's arrays copied to the GPU once, before
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        sample, stats = DPMSolverPP(schedule).sample(lambda x, t: 0.1 * x, x, steps=8, method="multistep")
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
+    assert stats.network_evaluations == 8 and torch.isfinite(sample).all()
+
+
+def test_head_summed_attention_is_per_frame_softmax_attention_summed_over_heads():
+    from gvf4d.models.head_summed_attention import head_summed_attention
+    torch.manual_seed(0)
+    q, k, v = torch.randn(2, 9, 3, 16), torch.randn(2, 4, 11, 3, 16), torch.randn(2, 4, 11, 3, 14)
+    w = torch.softmax(torch.einsum("bmhd,btnhd->bthmn", q, k) * 0.3, -1)
+    expected = torch.einsum("bthmn,btnhe->btme", w, v)
+    torch.testing.assert_close(head_summed_attention(q, k, v, 0.3), expected)
+    with pytest.raises(RuntimeError, match="needs CUDA"):
+        head_summed_attention(q, k, v, 0.3, fused=True)
+    with pytest.raises(ValueError, match="do not match"):
+        head_summed_attention(q, k[:, :, :, :2], v, 0.3)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="the Triton kernel needs a GPU (run on the GPU machine)")
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("shape", [(1, 1000, 12, 64, 32, 512, 14), (2, 77, 1, 16, 1, 300, 14), (1, 64, 3, 32, 2, 64, 40)])
+def test_fused_head_summed_attention_agrees_with_the_pytorch_path(dtype, shape):
+    from gvf4d.models.head_summed_attention import head_summed_attention
+    B, M, H, D, T, N, E = shape                     # whole and partial query/key tiles, one and many heads
+    g = torch.Generator(device="cuda").manual_seed(0)
+    q = torch.randn(B, M, H, D, device="cuda", generator=g)
+    k = torch.randn(B, T, N, H, D, device="cuda", generator=g)
+    v = torch.randn(B, T, N, H, E, device="cuda", generator=g)
+    exact = head_summed_attention(q, k, v, D ** -0.5)                            # float32, PyTorch
+    ref = head_summed_attention(q.to(dtype), k.to(dtype), v.to(dtype), D ** -0.5, fused=False).float()
+    fused = head_summed_attention(q.to(dtype), k.to(dtype), v.to(dtype), D ** -0.5, fused=True).float()
+    err = lambda a: ((a - exact).norm() / exact.norm()).item()   # noqa: E731
+    assert err(fused) <= 1.5 * err(ref) + 1e-4, (err(fused), err(ref))           # within the half path's rounding
 
 
 def test_sdpa_attention_is_plain_softmax_attention():

@@ -4,7 +4,7 @@ import json
 import pytest
 import torch
 
-from gvf4d.models.gvf_dit import GVFDiT, GVFDiTConfig
+from gvf4d.models.gvf_dit import FoldedStaticAttention, GVFDiT, GVFDiTConfig
 from gvf4d.models.motion_vae import MotionVAE, MotionVAEConfig
 from gvf4d.models.weights import load_strict
 from gvf4d.samplers import DiscreteVPSchedule, DPMSolverPP, ThreeWayGuidance, cosine_betas
@@ -31,6 +31,24 @@ def test_dit_forward(dit):
     with torch.no_grad():
         out = dit(io["x"], io["t"], **{k: io[k] for k in COND_KEYS})
     assert_close_rel(out, io["out"], 1e-5)
+
+
+def test_dit_folded_canonical_attention_is_the_published_computation(dit):
+    """The folded canonical-Gaussian attention (half precision's default) against the golden output, and against
+    the published computation for the fully unconditional guidance branch (no canonical Gaussians) and a batch."""
+    io, _ = load("dit_small_io.safetensors")
+    images, static, xyz = (io[k] for k in COND_KEYS)
+    with torch.no_grad():
+        folded = dit.condition(images, static, folded=True)
+        assert all(isinstance(c.static, FoldedStaticAttention) for c in folded)
+        assert_close_rel(dit.denoise(io["x"], io["t"], folded, xyz), io["out"], 1e-5)
+        batch = [torch.cat([a, a]) for a in (io["x"], io["t"], images, xyz)]
+        static2 = torch.cat([torch.zeros_like(static), static])
+        published = dit.denoise(batch[0], batch[1], dit.condition(batch[2], static2, folded=False), batch[3])
+        assert_close_rel(dit.denoise(batch[0], batch[1], dit.condition(batch[2], static2, folded=True), batch[3]),
+                         published, 1e-5)
+        # float32 without autocast keeps the published computation by default (bit-faithful for the adaptive solver)
+        assert not any(isinstance(c.static, FoldedStaticAttention) for c in dit.condition(images, static))
 
 
 def test_motion_vae_decode_any_chunking(vae):

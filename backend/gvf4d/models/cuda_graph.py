@@ -2,28 +2,33 @@
 shapes many times and, run eagerly, spend longer launching kernels than computing (the DiT at B=1: 52 ms of CPU
 for 34 ms of GPU work per call on an H100).
 
-The first call with a given input signature (shapes, dtypes) captures fn on static input buffers; later calls copy
-their inputs in, replay, and return a copy of the output. The kernels are the same as fn's, so is the result. If a
-capture fails (an operation that cannot be captured), the call runs eagerly from then on. Each graph keeps its
-activations' memory, so only the `max_graphs` most recently used signatures are kept (a long-running service sees
-shots of many lengths).
+The inputs may be nested lists/tuples/dicts of tensors (a precomputed conditioning); other leaves (numbers) are
+part of the signature. The first call with a given signature (structure, shapes, dtypes) captures fn on static
+input buffers; later calls copy their inputs in, replay, and return a copy of the output. An input that is the
+same tensor, unmodified, as the one copied last time is not copied again (a sampler passes the same conditioning
+at every step). The kernels are the same as fn's, so is the result. If a capture fails (an operation that cannot
+be captured), the call runs eagerly from then on. Each graph keeps its activations' memory, so only the
+`max_graphs` most recently used signatures are kept (a long-running service sees shots of many lengths).
 """
 from __future__ import annotations
 
 import warnings
+import weakref
 from collections import OrderedDict
-from dataclasses import dataclass
-from typing import Callable
+from dataclasses import dataclass, field
+from typing import Any, Callable
 
 import torch
 from torch import Tensor
+from torch.utils._pytree import tree_flatten, tree_unflatten
 
 
 @dataclass
 class _Captured:
     graph: torch.cuda.CUDAGraph
-    inputs: list[Tensor]
+    inputs: list[Any]              # the static buffers (tensors) and the other leaves, flattened
     output: Tensor
+    copied: dict[int, tuple] = field(default_factory=dict)   # input index -> (weakref, version) last copied in
 
 
 class GraphedCall:
@@ -34,33 +39,39 @@ class GraphedCall:
         self._graphs: OrderedDict[tuple, _Captured] = OrderedDict()
         self.failed: str | None = None
 
-    def __call__(self, *args: Tensor, **kwargs: Tensor) -> Tensor:
+    def __call__(self, *args: Any, **kwargs: Any) -> Tensor:
         if self.failed is not None:
             return self.fn(*args, **kwargs)
-        names = sorted(kwargs)
-        flat = list(args) + [kwargs[k] for k in names]
-        key = (len(args), tuple(names), tuple((tuple(a.shape), a.dtype, a.device) for a in flat))
+        flat, spec = tree_flatten((args, kwargs))
+        key = (str(spec), tuple((tuple(a.shape), a.dtype, a.device) if isinstance(a, Tensor) else a for a in flat))
         entry = self._graphs.get(key)
         if entry is None:
             while len(self._graphs) >= self.max_graphs:
                 self._graphs.popitem(last=False)           # the least recently used graph and its memory
             try:
-                entry = self._graphs[key] = self._capture(flat, len(args), names)
+                entry = self._graphs[key] = self._capture(flat, spec)
             except RuntimeError as e:
                 self.failed = f"{type(e).__name__}: {e}"
                 warnings.warn(f"CUDA graph capture failed, running eagerly: {self.failed}")
                 return self.fn(*args, **kwargs)
         self._graphs.move_to_end(key)
-        for static, a in zip(entry.inputs, flat):
+        for i, (static, a) in enumerate(zip(entry.inputs, flat)):
+            if not isinstance(a, Tensor):
+                continue
+            last = entry.copied.get(i)
+            if last is not None and last[0]() is a and last[1] == a._version:
+                continue
             static.copy_(a)
+            entry.copied[i] = (weakref.ref(a), a._version)
         entry.graph.replay()
         return entry.output.clone()
 
-    def _capture(self, flat: list[Tensor], n_args: int, names: list[str]) -> _Captured:
-        static = [a.clone() for a in flat]
+    def _capture(self, flat: list[Any], spec) -> _Captured:
+        static = [a.clone() if isinstance(a, Tensor) else a for a in flat]
 
         def call():
-            return self.fn(*static[:n_args], **dict(zip(names, static[n_args:])))
+            args, kwargs = tree_unflatten(static, spec)
+            return self.fn(*args, **kwargs)
 
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())

@@ -7,19 +7,28 @@ Each block: spatial self-attention within a frame, temporal self-attention acros
 adaLN-modulated, qk RMS norm), cross-attention to the frame's image tokens, cross-attention to the
 canonical Gaussians, then a modulated MLP. Output: v-prediction (B, T, N, C_out).
 
-Unlike the published code, the canonical-Gaussian keys/values are computed once per sample rather than once
-per frame (the context is the same for every frame); the result is the same.
+The conditioning (`GVFDiT.condition`: every block's image keys/values and canonical-Gaussian attention) depends
+on the frame features and the canonical Gaussians only, so a sampler computes it once and calls `denoise` per
+step; `forward` does both. Unlike the published code, the canonical-Gaussian attention is computed once per
+sample rather than once per frame (every frame attends to the same Gaussians), and by default folded: its keys
+and values are affine maps of the 14-channel Gaussian rows, so each head's query is carried back through the
+key projection to 14 channels (the constant part of a score cancels in the softmax), the rows themselves serve
+as keys and values of every head, and the value and output projections fold into one 14*H -> C matrix. Same
+result up to rounding, half the attention width, and no keys/values per head (`condition(folded=False)` runs
+the published computation).
 """
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Literal, Optional
+from typing import Literal, NamedTuple, Optional, Union
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .config import AttentionHeads, ModelConfig
 from .embeddings import TimestepEmbedder, xyz_sincos_embedding
+from .head_summed_attention import head_summed_attention
 from .transformer import CrossAttention, FeedForward, SelfAttention
 
 
@@ -48,6 +57,61 @@ class GVFDiTConfig(ModelConfig, AttentionHeads):
     qk_rms_norm_cross: bool = False
     no_temporal_attn: bool = False
 
+
+
+class FoldedStaticAttention(NamedTuple):
+    """A block's canonical-Gaussian cross-attention folded onto the 14-channel rows (see the module docstring).
+    Queries and keys are zero-padded from 14 to 16 channels per head for the attention kernels."""
+    rows: Tensor           # (B, S, 16) normalised canonical rows, zero-padded: every head's keys (values: [..., :14])
+    query_weight: Tensor   # (H*16, C): the block's query projection carried through the key projection
+    query_bias: Tensor     # (H*16,)
+    out_weight: Tensor     # (C, H*14): the value projection, then the output projection
+    out_bias: Tensor       # (C,)
+    scale: float           # the published softmax scale, 1/sqrt(head width)
+
+
+class BlockCondition(NamedTuple):
+    image_kv: tuple[Tensor, Tensor]                                # (B*T, L, H, D) each
+    static: Union[FoldedStaticAttention, tuple[Tensor, Tensor]]    # folded, or the published keys/values (B, S, H, D)
+
+
+FOLD_WIDTH = 16
+
+
+def fold_static_attention(attn: CrossAttention, proj: nn.Linear, rows: Tensor) -> FoldedStaticAttention:
+    """attn: a block's canonical-Gaussian cross-attention (no key norm), proj: the DiT's static_cond_proj,
+    rows (B, S, 14) -> the folded attention, computed in float32 and returned in the weights' dtype."""
+    dtype = attn.to_q.weight.dtype
+    H, C = attn.heads, attn.to_q.weight.shape[0]
+    D, pad = C // H, FOLD_WIDTH - rows.shape[-1]
+    with torch.autocast(rows.device.type, enabled=False):
+        w_kv, b_kv = attn.to_kv.weight.float().reshape(2, H, D, C), attn.to_kv.bias.float().reshape(2, H, D)
+        w_in, b_in = proj.weight.float(), proj.bias.float()
+        key_map, value_map = w_kv[0] @ w_in, w_kv[1] @ w_in                    # (H, D, 14): rows -> keys, values
+        value_const = w_kv[1] @ b_in + b_kv[1]                                 # (H, D); the keys' constant cancels
+        w_q, b_q = attn.to_q.weight.float().reshape(H, D, C), attn.to_q.bias.float().reshape(H, D)
+        query_weight = torch.einsum("hde,hdc->hec", key_map, w_q)              # (H, 14, C)
+        query_bias = torch.einsum("hde,hd->he", key_map, b_q)                  # (H, 14)
+        w_out = attn.to_out.weight.float().reshape(C, H, D)
+        out_weight = torch.einsum("chd,hde->che", w_out, value_map)            # (C, H, 14)
+        out_bias = torch.einsum("chd,hd->c", w_out, value_const) + attn.to_out.bias.float()
+    return FoldedStaticAttention(
+        rows=F.pad(rows, (0, pad)),
+        query_weight=F.pad(query_weight, (0, 0, 0, pad)).reshape(H * FOLD_WIDTH, C).to(dtype),
+        query_bias=F.pad(query_bias, (0, pad)).reshape(-1).to(dtype),
+        out_weight=out_weight.reshape(C, -1).to(dtype), out_bias=out_bias.to(dtype), scale=D ** -0.5)
+
+
+def folded_static_attention(x: Tensor, fold: FoldedStaticAttention) -> Tensor:
+    """x (B, L, C) queries -> (B, L, C): the canonical-Gaussian cross-attention in folded form. Every (query,
+    head) pair is one query of a single-head attention over the rows."""
+    B, L, C = x.shape
+    q = F.linear(x, fold.query_weight, fold.query_bias)                        # (B, L, H*16)
+    heads = q.shape[-1] // FOLD_WIDTH
+    rows = fold.rows.to(q.dtype)[:, None, :, None]                             # (B, 1, S, 1, 16)
+    values = rows[..., : fold.out_weight.shape[1] // heads]                    # (B, 1, S, 1, 14)
+    y = head_summed_attention(q.reshape(B, L * heads, 1, FOLD_WIDTH), rows, values, fold.scale)  # (B, 1, L*H, 14)
+    return F.linear(y.reshape(B, L, -1), fold.out_weight, fold.out_bias)
 
 
 def _modulate(x: Tensor, shift: Tensor, scale: Tensor) -> Tensor:
@@ -86,8 +150,8 @@ class GVFBlock(nn.Module):
             out += list(self.adaLN_modulation_temporal(mod).chunk(3, dim=1))
         return out + list(s[3:])
 
-    def forward(self, x: Tensor, mod: Tensor, image_kv: tuple[Tensor, Tensor], static_kv: tuple[Tensor, Tensor]) -> Tensor:
-        """x (B, T, N, C); mod (B, C); image_kv: (B*T, L, H, D) pair; static_kv: (B, S, H, D) pair."""
+    def forward(self, x: Tensor, mod: Tensor, cond: BlockCondition) -> Tensor:
+        """x (B, T, N, C); mod (B, C); cond: this block's part of GVFDiT.condition."""
         B, T, N, C = x.shape
         m = self.modulation(mod)
         shift, scale, gate = m[:3]
@@ -98,9 +162,14 @@ class GVFBlock(nn.Module):
             h = _modulate(self.norm2(x), shift, scale).transpose(1, 2).reshape(B * N, T, C)
             h = self.temporal_self_attn(h).reshape(B, N, T, C).transpose(1, 2)
             x = x + h * gate[:, None, None]
-        x = x + self.image_cross_attn(self.norm3(x).reshape(B * T, N, C), image_kv).reshape(B, T, N, C)
+        x = x + self.image_cross_attn(self.norm3(x).reshape(B * T, N, C), cond.image_kv).reshape(B, T, N, C)
         # every frame attends to the same canonical Gaussians: one attention over all T*N queries
-        x = x + self.static_cross_attn(self.norm4(x).reshape(B, T * N, C), static_kv).reshape(B, T, N, C)
+        h = self.norm4(x).reshape(B, T * N, C)
+        if isinstance(cond.static, FoldedStaticAttention):
+            h = folded_static_attention(h, cond.static)
+        else:
+            h = self.static_cross_attn(h, cond.static)
+        x = x + h.reshape(B, T, N, C)
         shift, scale, gate = m[-3:]
         return x + self.mlp(_modulate(self.norm5(x), shift, scale)) * gate[:, None, None]
 
@@ -140,10 +209,34 @@ class GVFDiT(nn.Module):
                 deformation_position_xyz: Optional[Tensor] = None) -> Tensor:
         """x (B, T, N, C_in), t (B,), cond_images (B, T, L, C_img), static_latent (B, S, 14),
         deformation_position_xyz (B, N, 3) -> (B, T, N, C_out)."""
-        B, T, N, _ = x.shape
+        return self.denoise(x, t, self.condition(cond_images, static_latent), deformation_position_xyz)
+
+    def condition(self, cond_images: Tensor, static_latent: Tensor, folded: Optional[bool] = None) -> list[BlockCondition]:
+        """cond_images (B, T, L, C_img), static_latent (B, S, 14) -> every block's conditioning, the same for
+        every denoising step. folded: the canonical-Gaussian attention in folded form (possible where the model
+        has no key norm on it, as published) or as published; None folds in half precision (half weights or
+        autocast) and keeps float32 bit-faithful to the published computation (the adaptive sampler's step
+        control follows the last bit)."""
+        B, T, L, _ = cond_images.shape
         dtype = self.input_layer.weight.dtype          # float32 (autocast or not), or the weights' half precision
-        x, cond_images, static_latent = x.to(dtype), cond_images.to(dtype), static_latent.to(dtype)
-        h = self.input_layer(x)
+        image_emb = self.image_cond_proj(cond_images.to(dtype)).reshape(B * T, L, -1)
+        static_latent = static_latent.to(dtype)
+        if folded is None:
+            folded = dtype != torch.float32 or torch.is_autocast_enabled(cond_images.device.type)
+        folded = folded and not self.config.qk_rms_norm_cross
+        static_emb = None if folded else self.static_cond_proj(static_latent)
+        return [BlockCondition(
+            image_kv=block.image_cross_attn.keys_values(image_emb),
+            static=(fold_static_attention(block.static_cross_attn, self.static_cond_proj, static_latent) if folded
+                    else block.static_cross_attn.keys_values(static_emb)))
+            for block in self.blocks]
+
+    def denoise(self, x: Tensor, t: Tensor, condition: list[BlockCondition],
+                deformation_position_xyz: Optional[Tensor] = None) -> Tensor:
+        """x (B, T, N, C_in), t (B,), condition from `condition`, deformation_position_xyz (B, N, 3)
+        -> v-prediction (B, T, N, C_out)."""
+        dtype = self.input_layer.weight.dtype
+        h = self.input_layer(x.to(dtype))
         mod = self.t_embedder(t)
         if self.config.share_mod:
             mod = self.adaLN_modulation(mod)
@@ -153,12 +246,8 @@ class GVFDiT(nn.Module):
             h = h + xyz_sincos_embedding(deformation_position_xyz, self.config.model_channels)[:, None].to(h.dtype)
         elif self.config.pe_mode == "learnable":
             h = h + self.pos_embedder
-        image_emb = self.image_cond_proj(cond_images).reshape(B * T, cond_images.shape[2], -1)
-        static_emb = self.static_cond_proj(static_latent)
-        for block in self.blocks:
-            image_kv = block.image_cross_attn.keys_values(image_emb)
-            static_kv = block.static_cross_attn.keys_values(static_emb)
-            h = block(h, mod, image_kv, static_kv)
+        for block, cond in zip(self.blocks, condition):
+            h = block(h, mod, cond)
         return self.final_layer(h, mod)
 
     def config_dict(self) -> dict:

@@ -141,18 +141,28 @@ class GVFEngine:
         gen = torch.Generator(device=self.device).manual_seed(settings.seed)
         noise = torch.randn((1, num_frames, cfg.resolution, cfg.in_channels), generator=gen, device=self.device)
         network = self._network(settings.precision, settings.cuda_graphs, settings.compile)
-        guidance = ThreeWayGuidance(network, self.schedule, cond, settings.guidance_scale, settings.guidance_scale2)
+        guidance = ThreeWayGuidance(network, self.schedule, cond, settings.guidance_scale, settings.guidance_scale2,
+                                    prepare=self._conditioner(settings.precision))
         x, stats = DPMSolverPP(self.schedule).sample(
             guidance.noise, noise, steps=settings.steps, t_start=1.0, t_end=1e-3, order=2, method=settings.method,
             progress=(lambda f: progress("sampling", f)) if progress else None)
         latent = x.float() * self.stats["deformation_std"] + self.stats["deformation_mean"]
         return latent[0], stats.network_evaluations
 
+    def _conditioner(self, precision: str):
+        """The DiT's conditioning, computed once per sampling run: (batched cond dict) -> the network's keywords."""
+        def prepare(cond: dict[str, Tensor]) -> dict:
+            with self._autocast(precision):
+                condition = self.dit.condition(cond["cond_images"], cond["static_latent"])
+            return {"condition": condition, "deformation_position_xyz": cond["deformation_position_xyz"]}
+        return prepare
+
     def _network(self, precision: str, cuda_graphs: bool = True, compile: bool = False):
-        """The DiT as the sampler calls it. On CUDA in half precision the weights themselves are cast (once):
-        the same rounding as fp16 autocast, without its casts and fp32 activations (15% faster on an H100); the
-        network is optionally torch.compile'd, and the call is replayed from a CUDA graph per input shape. Both are
-        kept with the engine, so later jobs reuse them."""
+        """The DiT's denoising call as the sampler makes it: network(x, t, condition, deformation_position_xyz),
+        the condition from `_conditioner`. On CUDA in half precision the weights themselves are cast (once): the
+        same rounding as fp16 autocast, without its casts and fp32 activations (15% faster on an H100); the network
+        is optionally torch.compile'd, and the call is replayed from a CUDA graph per input shape. Both are kept
+        with the engine, so later jobs reuse them. Cast the weights (this call) before computing the condition."""
         half = {"auto": torch.float16, "fp16": torch.float16, "bf16": torch.bfloat16}.get(precision)
         if self.device.type == "cuda" and half is not None:
             if self.dit.input_layer.weight.dtype != half:
@@ -160,8 +170,8 @@ class GVFEngine:
                 self._fast = {}
             key = (cuda_graphs, compile)
             if key not in self._fast:
-                dit = torch.compile(self.dit) if compile else self.dit
-                call = lambda x, t, **cond: dit(x, t, **cond).float()  # noqa: E731
+                denoise = torch.compile(self.dit.denoise) if compile else self.dit.denoise
+                call = lambda x, t, **cond: denoise(x, t, **cond).float()  # noqa: E731
                 self._fast[key] = GraphedCall(call) if cuda_graphs else call
             return self._fast[key]
         if self.dit.input_layer.weight.dtype != torch.float32:
@@ -169,7 +179,7 @@ class GVFEngine:
 
         def run(x, t, **cond):
             with self._autocast(precision):
-                return self.dit(x, t, **cond).float()
+                return self.dit.denoise(x, t, **cond).float()
         return run
 
     @torch.no_grad()

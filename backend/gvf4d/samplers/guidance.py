@@ -7,7 +7,7 @@ with g1 = g2 = 1 that is eps_cond and only the conditional branch is evaluated.
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable, Optional
 
 import torch
 from torch import Tensor
@@ -20,11 +20,14 @@ def _expand(v: Tensor, ndim: int) -> Tensor:
 
 
 class ThreeWayGuidance:
-    """noise(x (B, ...), t (scalar)) for DPM-Solver from network(x, model_time (B,), **cond) -> v."""
+    """noise(x (B, ...), t (scalar)) for DPM-Solver from network(x, model_time (B,), **cond) -> v.
+    prepare: applied once to the branches' batched conditions before sampling (network(x, t, **prepare(cond)));
+    for work that does not change between steps, such as the DiT's conditioning."""
 
     def __init__(self, network: Callable[..., Tensor], schedule: DiscreteVPSchedule, cond: dict[str, Tensor],
                  guidance_scale: float = 1.0, guidance_scale2: float = 1.0,
-                 image_key: str = "cond_images", static_key: str = "static_latent"):
+                 image_key: str = "cond_images", static_key: str = "static_latent",
+                 prepare: Optional[Callable[[dict[str, Tensor]], dict[str, Any]]] = None):
         self.network, self.schedule = network, schedule
         self.g1, self.g2 = guidance_scale, guidance_scale2
         self.guided = not (guidance_scale == 1.0 and guidance_scale2 == 1.0)
@@ -34,6 +37,8 @@ class ThreeWayGuidance:
             self.cond = {k: torch.cat([full_uncond[k], uncond[k], cond[k]]) for k in cond}
         else:
             self.cond = cond
+        if prepare is not None:
+            self.cond = prepare(self.cond)
         self.rows_evaluated = 0
 
     def noise(self, x: Tensor, t: Tensor) -> Tensor:
