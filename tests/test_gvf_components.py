@@ -67,13 +67,13 @@ def test_graphed_dit_call_equals_the_eager_call():
     xyz = torch.randn(1, 64, 3, device="cuda")
     graphed = GraphedCall(lambda x, t, condition, xyz: dit.denoise(x, t, condition, xyz).float())
     with torch.no_grad():
-        condition = dit.condition(images, static)       # folded (half weights), nested tensors and a float
+        condition = dit.condition(images, static)       # fast form (half weights): nested tensors and a float
         for step in range(3):      # capture, then replays with new inputs and the same (not re-copied) condition
             x, t = torch.randn(1, 4, 64, 16, device="cuda"), torch.rand(1, device="cuda") * 999
             torch.testing.assert_close(graphed(x, t, condition, xyz), dit.denoise(x, t, condition, xyz).float(),
                                        rtol=0, atol=0)
         # the same tensor modified in place is copied again
-        condition[0].image_kv[0].mul_(0.5)
+        condition[0].image.attend[0].mul_(0.5)
         torch.testing.assert_close(graphed(x, t, condition, xyz), dit.denoise(x, t, condition, xyz).float(),
                                    rtol=0, atol=0)
         # a new condition of the same shapes replays the same graph
@@ -139,6 +139,16 @@ def test_sdpa_attention_is_plain_softmax_attention():
     w = torch.softmax(torch.einsum("bqhd,bkhd->bhqk", q, k) / math.sqrt(8), -1)
     torch.testing.assert_close(attention(q, k, v, backend="sdpa"), torch.einsum("bhqk,bkhd->bqhd", w, v))
     assert not flash_attn_usable(q)   # CPU float32 never takes flash-attn
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU (run on the GPU machine)")
+def test_short_key_attention_kernel_agrees_with_the_default_choice():
+    from gvf4d.models.attention import SHORT_KEYS
+    q, k, v = (torch.randn(512, SHORT_KEYS // 2, 16, 32, device="cuda", dtype=torch.float16) for _ in range(3))
+    exact = attention(q.float(), k.float(), v.float(), backend="sdpa")
+    for backend in ("auto", "sdpa"):          # auto: the memory-efficient kernel for these 32 keys
+        err = (attention(q, k, v, backend=backend).float() - exact).norm() / exact.norm()
+        assert err < 2e-3, (backend, err)
 
 
 @pytest.mark.skipif(not (torch.cuda.is_available() and _flash_attn_func() is not None),

@@ -33,22 +33,28 @@ def test_dit_forward(dit):
     assert_close_rel(out, io["out"], 1e-5)
 
 
-def test_dit_folded_canonical_attention_is_the_published_computation(dit):
-    """The folded canonical-Gaussian attention (half precision's default) against the golden output, and against
-    the published computation for the fully unconditional guidance branch (no canonical Gaussians) and a batch."""
+def test_dit_fast_condition_is_the_published_computation(dit):
+    """The folded canonical-Gaussian attention and the constant-context shortcut (half precision's default)
+    against the golden output, and against the published computation on the three guidance branches."""
     io, _ = load("dit_small_io.safetensors")
     images, static, xyz = (io[k] for k in COND_KEYS)
     with torch.no_grad():
-        folded = dit.condition(images, static, folded=True)
-        assert all(isinstance(c.static, FoldedStaticAttention) for c in folded)
-        assert_close_rel(dit.denoise(io["x"], io["t"], folded, xyz), io["out"], 1e-5)
-        batch = [torch.cat([a, a]) for a in (io["x"], io["t"], images, xyz)]
-        static2 = torch.cat([torch.zeros_like(static), static])
-        published = dit.denoise(batch[0], batch[1], dit.condition(batch[2], static2, folded=False), batch[3])
-        assert_close_rel(dit.denoise(batch[0], batch[1], dit.condition(batch[2], static2, folded=True), batch[3]),
-                         published, 1e-5)
+        fast = dit.condition(images, static, fast=True)
+        assert all(isinstance(c.static.attend, FoldedStaticAttention) and c.static.live is None for c in fast)
+        assert_close_rel(dit.denoise(io["x"], io["t"], fast, xyz), io["out"], 1e-5)
+        # the guidance branches: no frame features and no Gaussians / no frame features / both
+        x3, t3, xyz3 = (torch.cat([a] * 3) for a in (io["x"], io["t"], xyz))
+        images3 = torch.cat([torch.zeros_like(images), torch.zeros_like(images), images])
+        static3 = torch.cat([torch.zeros_like(static), static, static])
+        published = dit.denoise(x3, t3, dit.condition(images3, static3, fast=False), xyz3)
+        fast = dit.condition(images3, static3, fast=True)
+        B = images.shape[0]
+        assert fast[0].image.live.tolist() == list(range(2 * B, 3 * B))
+        assert fast[0].static.live.tolist() == list(range(B, 3 * B))
+        assert_close_rel(dit.denoise(x3, t3, fast, xyz3), published, 1e-5)
         # float32 without autocast keeps the published computation by default (bit-faithful for the adaptive solver)
-        assert not any(isinstance(c.static, FoldedStaticAttention) for c in dit.condition(images, static))
+        default = dit.condition(images3, static3)
+        assert not any(isinstance(c.static.attend, FoldedStaticAttention) or c.image.live is not None for c in default)
 
 
 def test_motion_vae_decode_any_chunking(vae):

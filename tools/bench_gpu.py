@@ -46,17 +46,22 @@ def random_model(model: torch.nn.Module) -> torch.nn.Module:
     return model
 
 
-def dit_inputs(batch: int, frames: int = 32, device="cuda"):
+def dit_inputs(batch: int, frames: int = 32, device="cuda", guided: bool = False):
+    """Random DiT inputs; guided (batch 3): the three-way guidance's branches, as ThreeWayGuidance batches them
+    (no frame features and no canonical Gaussians / no frame features / both)."""
     g = torch.Generator(device=device).manual_seed(1)
     r = lambda *s: torch.randn(*s, generator=g, device=device)
-    return (r(batch, frames, 512, 16), torch.rand(batch, generator=g, device=device) * 999,
-            {"cond_images": r(batch, frames, 1370, 1024), "static_latent": r(batch, 4096, 14),
-             "deformation_position_xyz": r(batch, 512, 3) * 0.3})
+    cond = {"cond_images": r(batch, frames, 1370, 1024), "static_latent": r(batch, 4096, 14),
+            "deformation_position_xyz": r(batch, 512, 3) * 0.3}
+    if guided:
+        cond["cond_images"][:2] = 0
+        cond["static_latent"][:1] = 0
+    return r(batch, frames, 512, 16), torch.rand(batch, generator=g, device=device) * 999, cond
 
 
 def published_forward(dit, x, t, cond):
     """The DiT forward with the canonical attention computed as published (the plain path)."""
-    condition = dit.condition(cond["cond_images"], cond["static_latent"], folded=False)
+    condition = dit.condition(cond["cond_images"], cond["static_latent"], fast=False)
     return dit.denoise(x, t, condition, cond["deformation_position_xyz"])
 
 
@@ -151,17 +156,18 @@ def bench_engine_path(args, results, dit) -> list:
         label = ("fp16 weights, torch.compile + CUDA graph" if compiled else
                  "fp16 weights + CUDA graph" if graphs else "fp16 weights, eager")
         name = "compile_graph" if compiled else "graph" if graphs else "eager"
-        for b in (1, 3):
-            xb, tb, cb = dit_inputs(b)
+        for b, guided in ((1, False), (3, False), (3, True)):
+            xb, tb, cb = dit_inputs(b, guided=guided)
             with torch.no_grad():
                 kw = prepare(cb)
                 step = cuda_time(lambda: net(xb, tb, **kw), iters=args.iters)
                 condition = cuda_time(lambda: prepare(cb), iters=args.iters)
                 forward = cuda_time(lambda: net(xb, tb, **prepare(cb)), iters=args.iters)
+            case = f"b{b}{'_guidance_branches' if guided else ''}"
             for part, ms in (("step", step), ("condition", condition), ("forward", forward)):
-                results[f"dit_b{b}_engine_{name}_{part}_ms"] = ms
-            rows.append((f"DiT forward B={b}, T=32 ({label}): condition {condition:.1f} + step {step:.1f}",
-                         PUBLISHED[f"dit_b{b}"], TARGET[f"dit_b{b}"], forward))
+                results[f"dit_{case}_engine_{name}_{part}_ms"] = ms
+            rows.append((f"DiT forward B={b}{' (guidance branches)' if guided else ''}, T=32 ({label}): condition "
+                         f"{condition:.1f} + step {step:.1f}", PUBLISHED[f"dit_b{b}"], TARGET[f"dit_b{b}"], forward))
         with torch.no_grad():
             fast = net(x, t, **prepare(cond))
         results[f"dit_engine_{name}_vs_fp32_rel_err"] = ((fast - ref).norm() / ref.norm()).item()

@@ -6,6 +6,7 @@ import functools
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 
 @functools.cache
@@ -21,12 +22,23 @@ def flash_attn_usable(q: Tensor) -> bool:
     return q.is_cuda and q.dtype in (torch.float16, torch.bfloat16) and q.shape[-1] <= 256 and _flash_attn_func() is not None
 
 
+# On CUDA, key sequences this short (the DiT's temporal attention: 32 frames) run faster on SDPA's memory-efficient
+# kernel than on cuDNN's or flash (H100, 512 x 16 heads x 32 x 32 channels: 0.10 ms against 0.18 ms).
+SHORT_KEYS = 64
+
+
 def attention(q: Tensor, k: Tensor, v: Tensor, backend: str = "auto") -> Tensor:
-    """q (B, Lq, H, D), k/v (B, Lk, H, D) -> (B, Lq, H, D); softmax scale 1/sqrt(D)."""
+    """q (B, Lq, H, D), k/v (B, Lk, H, D) -> (B, Lq, H, D); softmax scale 1/sqrt(D).
+    backend: auto, flash (flash-attn), sdpa (PyTorch's choice), efficient (SDPA's memory-efficient kernel)."""
+    if backend == "auto" and q.is_cuda and k.shape[1] <= SHORT_KEYS:
+        backend = "efficient"
     if backend == "flash" or (backend == "auto" and flash_attn_usable(q)):
         return _flash_attn_func()(q, k, v)
-    out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
-    return out.transpose(1, 2)
+    qt, kt, vt = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
+    if backend == "efficient":
+        with sdpa_kernel([SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]):
+            return F.scaled_dot_product_attention(qt, kt, vt).transpose(1, 2)
+    return F.scaled_dot_product_attention(qt, kt, vt).transpose(1, 2)
 
 
 class MultiHeadRMSNorm(nn.Module):

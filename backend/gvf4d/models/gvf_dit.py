@@ -10,17 +10,21 @@ canonical Gaussians, then a modulated MLP. Output: v-prediction (B, T, N, C_out)
 The conditioning (`GVFDiT.condition`: every block's image keys/values and canonical-Gaussian attention) depends
 on the frame features and the canonical Gaussians only, so a sampler computes it once and calls `denoise` per
 step; `forward` does both. Unlike the published code, the canonical-Gaussian attention is computed once per
-sample rather than once per frame (every frame attends to the same Gaussians), and by default folded: its keys
-and values are affine maps of the 14-channel Gaussian rows, so each head's query is carried back through the
-key projection to 14 channels (the constant part of a score cancels in the softmax), the rows themselves serve
-as keys and values of every head, and the value and output projections fold into one 14*H -> C matrix. Same
-result up to rounding, half the attention width, and no keys/values per head (`condition(folded=False)` runs
-the published computation).
+sample rather than once per frame (every frame attends to the same Gaussians). In half precision two exact
+shortcuts are taken (`condition(fast=False)` runs the published computation; float32 keeps it by default):
+- the canonical-Gaussian attention is folded: its keys and values are affine maps of the 14-channel Gaussian
+  rows, so each head's query is carried back through the key projection to 14 channels (the constant part of a
+  score cancels in the softmax), the rows themselves serve as keys and values of every head, and the value and
+  output projections fold into one 14*H -> C matrix: half the attention width, no keys/values per head;
+- a sample whose context tokens are all identical (the guidance branches without frame features or without
+  canonical Gaussians: zeros) attends uniformly, so the attention's output is that token's projected value for
+  every query: computed once, the attention is skipped for that sample.
+Both give the published result up to rounding.
 """
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Literal, NamedTuple, Optional, Union
+from typing import Any, Callable, Literal, NamedTuple, Optional
 
 import torch
 import torch.nn.functional as F
@@ -70,9 +74,42 @@ class FoldedStaticAttention(NamedTuple):
     scale: float           # the published softmax scale, 1/sqrt(head width)
 
 
+class ContextCondition(NamedTuple):
+    """One cross-attention's conditioning for a batch. Samples whose context tokens are all identical get their
+    output (the same for every query) from `constant`; the others (`live`) attend with `attend`."""
+    attend: Any                  # keys/values (B', L, H, D) pair or FoldedStaticAttention, for the live samples
+    live: Optional[Tensor]       # (B',) indices of the samples that attend; None: every sample attends
+    constant: Optional[Tensor]   # (B, C) the other samples' output (rows of live samples unused); None with live None
+
+
 class BlockCondition(NamedTuple):
-    image_kv: tuple[Tensor, Tensor]                                # (B*T, L, H, D) each
-    static: Union[FoldedStaticAttention, tuple[Tensor, Tensor]]    # folded, or the published keys/values (B, S, H, D)
+    image: ContextCondition      # keys/values per frame: (B'*T, L, H, D)
+    static: ContextCondition     # folded, or the published keys/values (B', S, H, D)
+
+
+def attend_context(x: Tensor, cond: ContextCondition, attend: Callable[[Tensor, Any], Tensor]) -> Tensor:
+    """x (B, ..., C) queries -> (B, ..., C): attend(x_live, cond.attend) for the live samples, the constant
+    output for the others."""
+    if cond.live is None:
+        return attend(x, cond.attend)
+    out = cond.constant.reshape(x.shape[0], *[1] * (x.ndim - 2), -1).expand(x.shape).to(x.dtype)
+    if cond.live.shape[0] == 0:
+        return out
+    return out.index_copy(0, cond.live, attend(x.index_select(0, cond.live), cond.attend))
+
+
+def live_samples(context: Tensor) -> Optional[Tensor]:
+    """context (B, L, C) -> indices of the samples whose tokens are not all identical, or None if that is every
+    sample (one synchronisation: once per sampling run, not per step)."""
+    same = (context == context[:, :1]).flatten(1).all(1)
+    return (~same).nonzero().flatten() if bool(same.any()) else None
+
+
+def uniform_attention_output(attn: CrossAttention, token: Tensor) -> Tensor:
+    """token (B, 1, C): the context of a sample whose tokens are all this one -> the attention's output (B, C)
+    for any query: the weights are uniform over identical values."""
+    _, value = attn.keys_values(token)                                      # (B, 1, H, D)
+    return attn.to_out(value.flatten(-2))[:, 0]
 
 
 FOLD_WIDTH = 16
@@ -162,16 +199,24 @@ class GVFBlock(nn.Module):
             h = _modulate(self.norm2(x), shift, scale).transpose(1, 2).reshape(B * N, T, C)
             h = self.temporal_self_attn(h).reshape(B, N, T, C).transpose(1, 2)
             x = x + h * gate[:, None, None]
-        x = x + self.image_cross_attn(self.norm3(x).reshape(B * T, N, C), cond.image_kv).reshape(B, T, N, C)
-        # every frame attends to the same canonical Gaussians: one attention over all T*N queries
-        h = self.norm4(x).reshape(B, T * N, C)
-        if isinstance(cond.static, FoldedStaticAttention):
-            h = folded_static_attention(h, cond.static)
-        else:
-            h = self.static_cross_attn(h, cond.static)
-        x = x + h.reshape(B, T, N, C)
+        x = x + attend_context(self.norm3(x), cond.image, self._image_attention)
+        x = x + attend_context(self.norm4(x), cond.static, self._static_attention)
         shift, scale, gate = m[-3:]
         return x + self.mlp(_modulate(self.norm5(x), shift, scale)) * gate[:, None, None]
+
+
+    def _image_attention(self, x: Tensor, kv: tuple[Tensor, Tensor]) -> Tensor:
+        """x (B, T, N, C): each frame's tokens attend to that frame's image tokens."""
+        B, T, N, C = x.shape
+        return self.image_cross_attn(x.reshape(B * T, N, C), kv).reshape(B, T, N, C)
+
+    def _static_attention(self, x: Tensor, static) -> Tensor:
+        """x (B, T, N, C): every frame attends to the same canonical Gaussians, one attention over all T*N queries."""
+        B, T, N, C = x.shape
+        h = x.reshape(B, T * N, C)
+        if isinstance(static, FoldedStaticAttention):
+            return folded_static_attention(h, static).reshape(B, T, N, C)
+        return self.static_cross_attn(h, static).reshape(B, T, N, C)
 
 
 class FinalLayer(nn.Module):
@@ -211,25 +256,41 @@ class GVFDiT(nn.Module):
         deformation_position_xyz (B, N, 3) -> (B, T, N, C_out)."""
         return self.denoise(x, t, self.condition(cond_images, static_latent), deformation_position_xyz)
 
-    def condition(self, cond_images: Tensor, static_latent: Tensor, folded: Optional[bool] = None) -> list[BlockCondition]:
+    def condition(self, cond_images: Tensor, static_latent: Tensor, fast: Optional[bool] = None) -> list[BlockCondition]:
         """cond_images (B, T, L, C_img), static_latent (B, S, 14) -> every block's conditioning, the same for
-        every denoising step. folded: the canonical-Gaussian attention in folded form (possible where the model
-        has no key norm on it, as published) or as published; None folds in half precision (half weights or
-        autocast) and keeps float32 bit-faithful to the published computation (the adaptive sampler's step
-        control follows the last bit)."""
-        B, T, L, _ = cond_images.shape
+        every denoising step. fast: the folded canonical-Gaussian attention (where the model has no key norm on
+        it, as published) and uniform attention for constant contexts (module docstring), or, False, the published
+        computation; None: fast in half precision (half weights or autocast), published in float32 (bit-faithful:
+        the adaptive sampler's step control follows the last bit)."""
+        B, T, L, C_img = cond_images.shape
         dtype = self.input_layer.weight.dtype          # float32 (autocast or not), or the weights' half precision
-        image_emb = self.image_cond_proj(cond_images.to(dtype)).reshape(B * T, L, -1)
-        static_latent = static_latent.to(dtype)
-        if folded is None:
-            folded = dtype != torch.float32 or torch.is_autocast_enabled(cond_images.device.type)
-        folded = folded and not self.config.qk_rms_norm_cross
-        static_emb = None if folded else self.static_cond_proj(static_latent)
-        return [BlockCondition(
-            image_kv=block.image_cross_attn.keys_values(image_emb),
-            static=(fold_static_attention(block.static_cross_attn, self.static_cond_proj, static_latent) if folded
-                    else block.static_cross_attn.keys_values(static_emb)))
-            for block in self.blocks]
+        frames, static_latent = cond_images.to(dtype).reshape(B, T * L, C_img), static_latent.to(dtype)
+        if fast is None:
+            fast = dtype != torch.float32 or torch.is_autocast_enabled(cond_images.device.type)
+        fold = fast and not self.config.qk_rms_norm_cross
+        image_live, static_live = (live_samples(frames), live_samples(static_latent)) if fast else (None, None)
+        pick = lambda t, live: t if live is None else t.index_select(0, live)     # noqa: E731
+        image_emb = self.image_cond_proj(pick(frames, image_live)).reshape(-1, L, self.config.model_channels)
+        static_rows = pick(static_latent, static_live)
+        static_emb = None if fold else self.static_cond_proj(static_rows)
+        image_token = None if image_live is None else self.image_cond_proj(frames[:, :1])
+        static_token = None if static_live is None else self.static_cond_proj(static_latent[:, :1])
+        conditions = []
+        for block in self.blocks:
+            image_attn, static_attn = block.image_cross_attn, block.static_cross_attn
+            image = ContextCondition(
+                image_attn.keys_values(image_emb) if image_emb.shape[0] else None, image_live,
+                None if image_live is None else uniform_attention_output(image_attn, image_token))
+            if not static_rows.shape[0]:
+                static = None
+            elif fold:
+                static = fold_static_attention(static_attn, self.static_cond_proj, static_rows)
+            else:
+                static = static_attn.keys_values(static_emb)
+            static = ContextCondition(static, static_live,
+                                      None if static_live is None else uniform_attention_output(static_attn, static_token))
+            conditions.append(BlockCondition(image, static))
+        return conditions
 
     def denoise(self, x: Tensor, t: Tensor, condition: list[BlockCondition],
                 deformation_position_xyz: Optional[Tensor] = None) -> Tensor:
