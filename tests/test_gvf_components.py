@@ -103,6 +103,23 @@ def test_multistep_sampling_never_waits_for_the_gpu():
     assert stats.network_evaluations == 8 and torch.isfinite(sample).all()
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="the Triton kernel needs a GPU (run on the GPU machine)")
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("heads,dim,tokens", [(16, 32, 1000), (16, 64, 77), (2, 16, 1)])
+def test_fused_multihead_rms_norm_agrees_with_the_pytorch_path(dtype, heads, dim, tokens):
+    from gvf4d.models.multihead_rms_norm import multihead_rms_norm
+    g = torch.Generator(device="cuda").manual_seed(0)
+    qkv = torch.randn(3, tokens, 3, heads, dim, device="cuda", generator=g).to(dtype)
+    gamma = 1 + 0.1 * torch.randn(heads, dim, device="cuda", generator=g)
+    q = qkv.unbind(2)[0]                       # a strided view, as the attention layers pass it
+    exact = torch.nn.functional.normalize(q.float(), dim=-1) * gamma * dim ** 0.5
+    fused = multihead_rms_norm(q, gamma, fused=True)
+    ref = multihead_rms_norm(q, gamma, fused=False)
+    assert fused.shape == q.shape and fused.dtype == dtype
+    err = lambda a: ((a.float() - exact).norm() / exact.norm()).item()   # noqa: E731
+    assert err(fused) <= 1.5 * err(ref) + 1e-4, (err(fused), err(ref))
+
+
 def test_head_summed_attention_is_per_frame_softmax_attention_summed_over_heads():
     from gvf4d.models.head_summed_attention import head_summed_attention
     torch.manual_seed(0)

@@ -8,6 +8,8 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import time
+
 import torch
 
 from gvf4d.models.fps import farthest_point_sampling
@@ -156,6 +158,14 @@ def bench_engine_path(args, results, dit) -> list:
         label = ("fp16 weights, torch.compile + CUDA graph" if compiled else
                  "fp16 weights + CUDA graph" if graphs else "fp16 weights, eager")
         name = "compile_graph" if compiled else "graph" if graphs else "eager"
+        x1, t1, c1 = dit_inputs(1)
+        torch.cuda.synchronize()
+        start = time.perf_counter()
+        with torch.no_grad():
+            net(x1, t1, **prepare(c1))        # the first call: graph capture, compilation
+        torch.cuda.synchronize()
+        results[f"dit_engine_{name}_first_call_s"] = time.perf_counter() - start
+        print(f"{label}: first call (B=1) {results[f'dit_engine_{name}_first_call_s']:.1f} s", flush=True)
         for b, guided in ((1, False), (3, False), (3, True)):
             xb, tb, cb = dit_inputs(b, guided=guided)
             with torch.no_grad():

@@ -8,6 +8,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from .multihead_rms_norm import multihead_rms_norm
+
 
 @functools.cache
 def _flash_attn_func():
@@ -46,7 +48,7 @@ class MultiHeadRMSNorm(nn.Module):
 
     Published as normalize(x) * gamma * sqrt(D) in float32 (our float32 path, kept bit-faithful: the adaptive
     sampler's step control is sensitive to the last bit). That is x / rms(x) * gamma, which for half-precision
-    inputs PyTorch's fused rms_norm computes in one pass, accumulating in float32."""
+    inputs one fused pass computes, accumulating in float32 (models/multihead_rms_norm.py)."""
 
     def __init__(self, dim: int, heads: int):
         super().__init__()
@@ -55,5 +57,5 @@ class MultiHeadRMSNorm(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         if x.dtype in (torch.float16, torch.bfloat16):
-            return F.rms_norm(x, (x.shape[-1],), eps=1e-24) * self.gamma.to(x.dtype)
+            return multihead_rms_norm(x, self.gamma)
         return (F.normalize(x.float(), dim=-1) * self.gamma * self.scale).to(x.dtype)

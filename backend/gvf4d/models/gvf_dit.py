@@ -95,7 +95,9 @@ def attend_context(x: Tensor, cond: ContextCondition, attend: Callable[[Tensor, 
     out = cond.constant.reshape(x.shape[0], *[1] * (x.ndim - 2), -1).expand(x.shape).to(x.dtype)
     if cond.live.shape[0] == 0:
         return out
-    return out.index_copy(0, cond.live, attend(x.index_select(0, cond.live), cond.attend))
+    out = out.contiguous()
+    out[cond.live] = attend(x.index_select(0, cond.live), cond.attend)
+    return out
 
 
 def live_samples(context: Tensor) -> Optional[Tensor]:
@@ -293,9 +295,10 @@ class GVFDiT(nn.Module):
         return conditions
 
     def denoise(self, x: Tensor, t: Tensor, condition: list[BlockCondition],
-                deformation_position_xyz: Optional[Tensor] = None) -> Tensor:
+                deformation_position_xyz: Optional[Tensor] = None,
+                blocks: Optional[list[Callable[..., Tensor]]] = None) -> Tensor:
         """x (B, T, N, C_in), t (B,), condition from `condition`, deformation_position_xyz (B, N, 3)
-        -> v-prediction (B, T, N, C_out)."""
+        -> v-prediction (B, T, N, C_out). blocks: callables to run in place of self.blocks (compiled ones)."""
         dtype = self.input_layer.weight.dtype
         h = self.input_layer(x.to(dtype))
         mod = self.t_embedder(t)
@@ -307,7 +310,7 @@ class GVFDiT(nn.Module):
             h = h + xyz_sincos_embedding(deformation_position_xyz, self.config.model_channels)[:, None].to(h.dtype)
         elif self.config.pe_mode == "learnable":
             h = h + self.pos_embedder
-        for block, cond in zip(self.blocks, condition):
+        for block, cond in zip(blocks or self.blocks, condition):
             h = block(h, mod, cond)
         return self.final_layer(h, mod)
 
