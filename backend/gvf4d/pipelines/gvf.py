@@ -65,7 +65,7 @@ class GVFSettings:
     precision: Literal["auto", "fp32", "fp16", "bf16"] = "auto"   # auto: fp16 on CUDA (as published), fp32 on CPU
     decode_chunk: int = 8192
     cuda_graphs: bool = True   # CUDA, half precision: replay the DiT from a CUDA graph (same kernels, less launch cost)
-    compile: bool = False      # CUDA, half precision: torch.compile the DiT first (fused kernels; ~30 s once per process)
+    compile: bool = False      # CUDA, half precision: torch.compile the DiT blocks (fused kernels; ~20 s once per process)
 
 
 @dataclass
