@@ -153,9 +153,20 @@ def folded_static_attention(x: Tensor, fold: FoldedStaticAttention) -> Tensor:
     return F.linear(y.reshape(B, L, -1), fold.out_weight, fold.out_bias)
 
 
-def _modulate(x: Tensor, shift: Tensor, scale: Tensor) -> Tensor:
-    """x (B, T, N, C), shift/scale (B, C)."""
-    return x * (1 + scale[:, None, None]) + shift[:, None, None]
+def _norm_modulate(norm: nn.LayerNorm, x: Tensor, shift: Tensor, scale: Tensor) -> Tensor:
+    """adaLN: norm(x) * (1 + scale) + shift; x (B, T, N, C), shift/scale (B, C), norm without affine parameters.
+    In half precision with one sample the modulation is the norm's affine transform: one kernel, one rounding.
+    (Float32 keeps the published sequence of operations, bit for bit.)"""
+    if x.shape[0] == 1 and x.dtype != torch.float32:
+        return F.layer_norm(x, norm.normalized_shape, 1 + scale[0], shift[0], norm.eps)
+    return norm(x) * (1 + scale[:, None, None]) + shift[:, None, None]
+
+
+def _gated_add(x: Tensor, h: Tensor, gate: Tensor) -> Tensor:
+    """x + h * gate; x, h (B, T, N, C), gate (B, C). One kernel in half precision (float32: published order)."""
+    if x.dtype == torch.float32:
+        return x + h * gate[:, None, None]
+    return torch.addcmul(x, h, gate[:, None, None])
 
 
 class GVFBlock(nn.Module):
@@ -194,17 +205,17 @@ class GVFBlock(nn.Module):
         B, T, N, C = x.shape
         m = self.modulation(mod)
         shift, scale, gate = m[:3]
-        h = _modulate(self.norm1(x), shift, scale)
-        x = x + self.spatial_self_attn(h.reshape(B * T, N, C)).reshape(B, T, N, C) * gate[:, None, None]
+        h = _norm_modulate(self.norm1, x, shift, scale)
+        x = _gated_add(x, self.spatial_self_attn(h.reshape(B * T, N, C)).reshape(B, T, N, C), gate)
         if self.temporal:
             shift, scale, gate = m[3:6]
-            h = _modulate(self.norm2(x), shift, scale).transpose(1, 2).reshape(B * N, T, C)
+            h = _norm_modulate(self.norm2, x, shift, scale).transpose(1, 2).reshape(B * N, T, C)
             h = self.temporal_self_attn(h).reshape(B, N, T, C).transpose(1, 2)
-            x = x + h * gate[:, None, None]
+            x = _gated_add(x, h, gate)
         x = x + attend_context(self.norm3(x), cond.image, self._image_attention)
         x = x + attend_context(self.norm4(x), cond.static, self._static_attention)
         shift, scale, gate = m[-3:]
-        return x + self.mlp(_modulate(self.norm5(x), shift, scale)) * gate[:, None, None]
+        return _gated_add(x, self.mlp(_norm_modulate(self.norm5, x, shift, scale)), gate)
 
 
     def _image_attention(self, x: Tensor, kv: tuple[Tensor, Tensor]) -> Tensor:
@@ -230,7 +241,7 @@ class FinalLayer(nn.Module):
 
     def forward(self, x: Tensor, c: Tensor) -> Tensor:
         shift, scale = self.adaLN_modulation(c).chunk(2, dim=1)
-        return self.linear(_modulate(self.norm_final(x), shift, scale))
+        return self.linear(_norm_modulate(self.norm_final, x, shift, scale))
 
 
 class GVFDiT(nn.Module):
