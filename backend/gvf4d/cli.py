@@ -180,7 +180,7 @@ def add_job_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16", "bf16"])
     p.add_argument("--compile", action="store_true",
                    help="gvf engine on CUDA: torch.compile the DiT (about 20 s once per process, then each "
-                        "network evaluation ~20%% faster on an H100; only pays in `gvf4d serve` over many reruns)")
+                        "network evaluation ~10%% faster on an H100; only pays in `gvf4d serve` over many reruns)")
     p.add_argument("--device", default="auto")
     p.add_argument("--fit-size", type=int, default=128, help="fit engine: working resolution (px)")
     p.add_argument("--fit-iterations", type=int, default=20, help="fit engine: optimisation steps per frame")
