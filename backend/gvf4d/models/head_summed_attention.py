@@ -13,11 +13,11 @@ the per-head outputs, and gets the softmax denominator from the value product (a
 """
 from __future__ import annotations
 
-import functools
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from .triton_kernels import triton_kernel
 
 LOG2_E = 1.4426950408889634
 
@@ -36,14 +36,8 @@ def head_summed_attention_reference(q: Tensor, k: Tensor, v: Tensor, scale: floa
     return out.sum(1)[..., :E].reshape(B, T, M, E)
 
 
-@functools.cache
 def _triton():
-    try:
-        import triton
-        import triton.language as tl
-    except Exception:
-        return None
-    return triton, _build_kernel(triton, tl)
+    return triton_kernel(_build_kernel)
 
 
 def fused_available(q: Tensor) -> bool:

@@ -10,11 +10,11 @@ kernel's launch costs more CPU than PyTorch's two calls (H100 machine: 87 agains
 """
 from __future__ import annotations
 
-import functools
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from .triton_kernels import triton_kernel
 
 EPS = 1e-24
 
@@ -24,14 +24,8 @@ def multihead_rms_norm_reference(x: Tensor, gamma: Tensor) -> Tensor:
     return F.rms_norm(x, (x.shape[-1],), eps=EPS) * gamma.to(x.dtype)
 
 
-@functools.cache
 def _triton():
-    try:
-        import triton
-        import triton.language as tl
-    except Exception:
-        return None
-    return triton, _build_kernel(triton, tl)
+    return triton_kernel(_build_kernel)
 
 
 def multihead_rms_norm(x: Tensor, gamma: Tensor, fused: bool | None = None) -> Tensor:
