@@ -139,6 +139,18 @@ def test_dit_half_precision_single_sample_path_agrees_with_the_batched_one():
     assert err(batched) < 3e-2 and err(single) < 1.5 * err(batched) + 1e-3, (err(single), err(batched))
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="the Triton kernel needs a GPU (run on the GPU machine)")
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("shape", [(4, 100, 6144), (7, 3000)])
+def test_fused_geglu_agrees_with_the_pytorch_path(dtype, shape):
+    from gvf4d.models.geglu import geglu, geglu_reference
+    x = torch.randn(*shape, device="cuda", generator=torch.Generator(device="cuda").manual_seed(0)) * 2
+    exact = geglu_reference(x)
+    fused, ref = geglu(x.to(dtype), fused=True).float(), geglu(x.to(dtype), fused=False).float()
+    err = lambda a: ((a - exact).norm() / exact.norm()).item()   # noqa: E731
+    assert fused.shape == exact.shape and err(fused) <= 1.5 * err(ref) + 1e-4, (err(fused), err(ref))
+
+
 def test_head_summed_attention_is_per_frame_softmax_attention_summed_over_heads():
     from gvf4d.models.head_summed_attention import head_summed_attention
     torch.manual_seed(0)

@@ -12,13 +12,13 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .attention import attention
 from .head_summed_attention import head_summed_attention
 from .config import ModelConfig
 from .embeddings import PointFourierEmbed
+from .geglu import geglu
 from .fps import farthest_point_sampling
 
 
@@ -84,8 +84,7 @@ class Attention(nn.Module):
 
 class GEGLU(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
-        x, gates = x.chunk(2, dim=-1)
-        return x * F.gelu(gates)
+        return geglu(x)
 
 
 class FeedForward(nn.Module):
