@@ -62,7 +62,6 @@ class GVFDiTConfig(ModelConfig, AttentionHeads):
     no_temporal_attn: bool = False
 
 
-
 class FoldedStaticAttention(NamedTuple):
     """A block's canonical-Gaussian cross-attention folded onto the 14-channel rows (see the module docstring).
     Queries and keys are zero-padded from 14 to 16 channels per head for the attention kernels."""
@@ -272,7 +271,8 @@ class GVFDiT(nn.Module):
     def condition(self, cond_images: Tensor, static_latent: Tensor, fast: Optional[bool] = None) -> list[BlockCondition]:
         """cond_images (B, T, L, C_img), static_latent (B, S, 14) -> every block's conditioning, the same for
         every denoising step. fast: the folded canonical-Gaussian attention (where the model has no key norm on
-        it, as published) and uniform attention for constant contexts (module docstring), or, False, the published
+        it and at most 16 Gaussian channels, as published) and uniform attention for constant contexts (module
+        docstring), or, False, the published
         computation; None: fast in half precision (half weights or autocast), published in float32 (bit-faithful:
         the adaptive sampler's step control follows the last bit)."""
         B, T, L, C_img = cond_images.shape
@@ -280,7 +280,7 @@ class GVFDiT(nn.Module):
         frames, static_latent = cond_images.to(dtype).reshape(B, T * L, C_img), static_latent.to(dtype)
         if fast is None:
             fast = dtype != torch.float32 or torch.is_autocast_enabled(cond_images.device.type)
-        fold = fast and not self.config.qk_rms_norm_cross
+        fold = fast and not self.config.qk_rms_norm_cross and self.config.static_cond_channels <= FOLD_WIDTH
         image_live, static_live = (live_samples(frames), live_samples(static_latent)) if fast else (None, None)
         pick = lambda t, live: t if live is None else t.index_select(0, live)     # noqa: E731
         image_emb = self.image_cond_proj(pick(frames, image_live)).reshape(-1, L, self.config.model_channels)
