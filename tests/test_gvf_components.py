@@ -151,6 +151,25 @@ def test_fused_geglu_agrees_with_the_pytorch_path(dtype, shape):
     assert fused.shape == exact.shape and err(fused) <= 1.5 * err(ref) + 1e-4, (err(fused), err(ref))
 
 
+def test_dit_with_a_key_norm_on_the_canonical_attention_is_not_folded():
+    """A key RMS norm is not affine: such a model keeps the published canonical attention on the fast path (the
+    constant-context shortcut still holds: identical tokens give identical normalised keys)."""
+    from gvf4d.models.gvf_dit import FoldedStaticAttention
+    torch.manual_seed(0)
+    dit = GVFDiT(GVFDiTConfig(resolution=16, model_channels=32, num_blocks=1, num_heads=2, image_cond_channels=8,
+                              qk_rms_norm_cross=True)).eval()
+    for p in dit.parameters():
+        torch.nn.init.normal_(p, std=0.3)
+    x, t, xyz = torch.randn(2, 2, 16, 16), torch.rand(2) * 999, torch.randn(2, 16, 3)
+    images, static = torch.randn(2, 2, 5, 8), torch.randn(2, 30, 14)
+    static[0] = 0                                                  # a fully unconditional guidance branch
+    with torch.no_grad():
+        fast = dit.condition(images, static, fast=True)
+        assert not isinstance(fast[0].static.attend, FoldedStaticAttention) and fast[0].static.live.tolist() == [1]
+        torch.testing.assert_close(dit.denoise(x, t, fast, xyz),
+                                   dit.denoise(x, t, dit.condition(images, static, fast=False), xyz))
+
+
 def test_head_summed_attention_is_per_frame_softmax_attention_summed_over_heads():
     from gvf4d.models.head_summed_attention import head_summed_attention
     torch.manual_seed(0)
