@@ -2,11 +2,36 @@
 one class each for dense and sparse tokens (tokens.py), parameter names as published."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Optional
+
 import torch
 from torch import Tensor, nn
 
+from ..config import AttentionHeads, ModelConfig
 from ..transformer import CrossAttention, FeedForward, SelfAttention
 from .tokens import DenseTokens, SparseTokens
+
+
+@dataclass
+class FlowConfig(ModelConfig, AttentionHeads):
+    """The constructor arguments both TRELLIS flow transformers take (ckpts/*_flow_*.json `args`)."""
+    resolution: int
+    in_channels: int
+    model_channels: int
+    cond_channels: int
+    out_channels: int
+    num_blocks: int
+    num_heads: Optional[int] = None
+    num_head_channels: int = 64
+    mlp_ratio: float = 4
+    patch_size: int = 2
+    pe_mode: str = "ape"
+    use_fp16: bool = False          # precision is chosen at run time (pipelines/trellis.py)
+    use_checkpoint: bool = False
+    share_mod: bool = False
+    qk_rms_norm: bool = False
+    qk_rms_norm_cross: bool = False
 
 
 def trunk_dtype(blocks: nn.Module) -> torch.dtype:

@@ -13,37 +13,20 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..config import AttentionHeads, ModelConfig
 from ..embeddings import TimestepEmbedder, xyz_sincos_embedding
 from ..sparse import SparseConv3d, SparseTensor, downsample, upsample
-from .blocks import ModulatedCrossBlock, trunk_dtype
+from .blocks import FlowConfig, ModulatedCrossBlock, trunk_dtype
 from .tokens import SparseTokens
 
 
 @dataclass
-class SLatFlowConfig(ModelConfig, AttentionHeads):
-    """ckpts/slat_flow_*.json `args`."""
+class SLatFlowConfig(FlowConfig):
+    """ckpts/slat_flow_*.json `args`: the flow's, plus the sparse input/output convolution stages."""
     NAME = "structured-latent flow"
 
-    resolution: int
-    in_channels: int
-    model_channels: int
-    cond_channels: int
-    out_channels: int
-    num_blocks: int
-    num_heads: Optional[int] = None
-    num_head_channels: int = 64
-    mlp_ratio: float = 4
-    patch_size: int = 2
     num_io_res_blocks: int = 2
     io_block_channels: list = field(default_factory=list)
-    pe_mode: str = "ape"
-    use_fp16: bool = False
-    use_checkpoint: bool = False
     use_skip_connection: bool = True
-    share_mod: bool = False
-    qk_rms_norm: bool = False
-    qk_rms_norm_cross: bool = False
 
 
 class SparseResBlock3d(nn.Module):

@@ -4,39 +4,20 @@ SparseStructureFlowModel (`pos_emb` is a stored buffer)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..config import AttentionHeads, ModelConfig
 from ..embeddings import TimestepEmbedder, xyz_sincos_embedding
-from .blocks import ModulatedCrossBlock, trunk_dtype
+from .blocks import FlowConfig, ModulatedCrossBlock, trunk_dtype
 from .tokens import DenseTokens
 
 
 @dataclass
-class SparseStructureFlowConfig(ModelConfig, AttentionHeads):
+class SparseStructureFlowConfig(FlowConfig):
     """ckpts/ss_flow_*.json `args`."""
     NAME = "sparse-structure flow"
-
-    resolution: int
-    in_channels: int
-    model_channels: int
-    cond_channels: int
-    out_channels: int
-    num_blocks: int
-    num_heads: Optional[int] = None
-    num_head_channels: int = 64
-    mlp_ratio: float = 4
-    patch_size: int = 2
-    pe_mode: str = "ape"
-    use_fp16: bool = False          # precision is chosen at run time (pipelines/trellis.py)
-    use_checkpoint: bool = False
-    share_mod: bool = False
-    qk_rms_norm: bool = False
-    qk_rms_norm_cross: bool = False
 
 
 def patchify(x: Tensor, p: int) -> Tensor:
