@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .triton_kernels import triton_kernel
+from .triton_kernels import triton_kernel, use_fused
 
 
 def geglu_reference(x: Tensor) -> Tensor:
@@ -23,11 +23,8 @@ def geglu(x: Tensor, fused: bool | None = None) -> Tensor:
     precision, Triton, contiguous rows, not inside torch.compile); True requires it; False: PyTorch."""
     usable = (x.is_cuda and x.dtype in (torch.float16, torch.bfloat16) and x.is_contiguous()
               and triton_kernel(_build_kernel) is not None)
-    if fused is None:
-        fused = usable and not torch.compiler.is_compiling()
-    elif fused and not usable:
-        raise RuntimeError("the fused GEGLU needs a contiguous half-precision CUDA tensor and Triton")
-    if not fused:
+    if not use_fused(fused, usable, "GEGLU needs a contiguous half-precision CUDA tensor and Triton",
+                     default=not torch.compiler.is_compiling()):
         return geglu_reference(x)
     triton, kernel = triton_kernel(_build_kernel)
     width = x.shape[-1] // 2

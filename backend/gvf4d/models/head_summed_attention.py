@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .triton_kernels import triton_kernel
+from .triton_kernels import triton_kernel, use_fused
 
 LOG2_E = 1.4426950408889634
 
@@ -36,14 +36,6 @@ def head_summed_attention_reference(q: Tensor, k: Tensor, v: Tensor, scale: floa
     return out.sum(1)[..., :E].reshape(B, T, M, E)
 
 
-def _triton():
-    return triton_kernel(_build_kernel)
-
-
-def fused_available(q: Tensor) -> bool:
-    return q.is_cuda and q.dtype in (torch.float16, torch.bfloat16) and _triton() is not None
-
-
 def head_summed_attention(q: Tensor, k: Tensor, v: Tensor, scale: float, fused: bool | None = None) -> Tensor:
     """q (B, M, H, D), k (B, T, N, H, D), v (B, T, N, H, E) -> (B, T, M, E) in q's dtype.
     fused: None picks the Triton kernel where it runs (CUDA, half precision, Triton installed, D one of 16, 32, 64,
@@ -52,13 +44,10 @@ def head_summed_attention(q: Tensor, k: Tensor, v: Tensor, scale: float, fused: 
     T, N, E = k.shape[1], k.shape[2], v.shape[-1]
     if k.shape != (B, T, N, H, D) or v.shape[:4] != (B, T, N, H):
         raise ValueError(f"head_summed_attention: q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)} do not match")
-    shapes_ok = D in (16, 32, 64, 128) and E < 64 and k.dtype == v.dtype == q.dtype
-    if fused is None:
-        fused = fused_available(q) and shapes_ok
-    elif fused and not (fused_available(q) and shapes_ok):
-        raise RuntimeError("the fused head-summed attention needs CUDA, Triton, q, k, v in one half precision, "
-                           "D one of 16, 32, 64, 128 and E < 64")
-    if not fused:
+    usable = (q.is_cuda and q.dtype in (torch.float16, torch.bfloat16) and k.dtype == v.dtype == q.dtype
+              and D in (16, 32, 64, 128) and E < 64 and triton_kernel(_build_kernel) is not None)
+    if not use_fused(fused, usable, "head-summed attention needs CUDA, Triton, q, k, v in one half precision, "
+                     "D one of 16, 32, 64, 128 and E < 64"):
         return head_summed_attention_reference(q, k, v, scale)
     if torch.compiler.is_compiling():
         return torch.ops.gvf4d.head_summed_attention(q, k, v, scale)
@@ -77,7 +66,7 @@ def _(q: Tensor, k: Tensor, v: Tensor, scale: float) -> Tensor:
 
 
 def _launch(q: Tensor, k: Tensor, v: Tensor, scale: float) -> Tensor:
-    triton, kernel = _triton()
+    triton, kernel = triton_kernel(_build_kernel)
     B, M, H, D = q.shape
     T, N, E = k.shape[1], k.shape[2], v.shape[-1]
     # values padded to a power of two (at least 16) with at least one spare channel: the kernel puts ones there,

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .triton_kernels import triton_kernel
+from .triton_kernels import triton_kernel, use_fused
 
 EPS = 1e-24
 
@@ -24,24 +24,16 @@ def multihead_rms_norm_reference(x: Tensor, gamma: Tensor) -> Tensor:
     return F.rms_norm(x, (x.shape[-1],), eps=EPS) * gamma.to(x.dtype)
 
 
-def _triton():
-    return triton_kernel(_build_kernel)
-
-
 def multihead_rms_norm(x: Tensor, gamma: Tensor, fused: bool | None = None) -> Tensor:
     """x (..., H, D) half precision, gamma (H, D) -> (..., H, D). fused: None picks the Triton kernel where it
     runs (CUDA, Triton, power-of-two H and D, not inside torch.compile); True requires it; False: PyTorch."""
     H, D = x.shape[-2:]
-    usable = (x.is_cuda and _triton() is not None and H & (H - 1) == 0 and D & (D - 1) == 0 and D >= 16
-              and x.stride(-1) == 1 and x.stride(-2) == D)
-    if fused is None:
-        fused = usable and not torch.compiler.is_compiling()
-    elif fused and not usable:
-        raise RuntimeError("the fused multi-head RMS norm needs CUDA, Triton, power-of-two H and D >= 16, and "
-                           "contiguous heads")
-    if not fused:
+    usable = (x.is_cuda and triton_kernel(_build_kernel) is not None and H & (H - 1) == 0 and D & (D - 1) == 0
+              and D >= 16 and x.stride(-1) == 1 and x.stride(-2) == D)
+    if not use_fused(fused, usable, "multi-head RMS norm needs CUDA, Triton, power-of-two H and D >= 16, and "
+                     "contiguous heads", default=not torch.compiler.is_compiling()):
         return multihead_rms_norm_reference(x, gamma)
-    triton, kernel = _triton()
+    triton, kernel = triton_kernel(_build_kernel)
     try:
         rows = x.view(-1, H * D)           # a column slice of a wider projection stays a view (row stride > H*D)
     except RuntimeError:
