@@ -86,6 +86,9 @@ def test_graphed_dit_call_equals_the_eager_call():
         torch.testing.assert_close(small(torch.ones(n, device="cuda")), torch.full((n,), 2.0, device="cuda"))
     assert [shapes for _, shapes in small._graphs] == [(((5,), torch.float32, torch.device("cuda", 0)),),
                                                       (((3,), torch.float32, torch.device("cuda", 0)),)]
+    small.clear()
+    assert not small._graphs
+    torch.testing.assert_close(small(torch.ones(2, device="cuda")), torch.full((2,), 2.0, device="cuda"))
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU (run on the GPU machine)")
@@ -151,6 +154,94 @@ def test_fused_geglu_agrees_with_the_pytorch_path(dtype, shape):
     assert fused.shape == exact.shape and err(fused) <= 1.5 * err(ref) + 1e-4, (err(fused), err(ref))
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="the Triton kernel needs a GPU (run on the GPU machine)")
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("case", ["gated, per-sample modulation, frame-transposed", "no update, one sample",
+                                  "ungated, the norm's own affine"])
+def test_fused_residual_layer_norm_agrees_with_the_pytorch_path(dtype, case):
+    from gvf4d.models.residual_layer_norm import residual_layer_norm
+    g = torch.Generator(device="cuda").manual_seed(0)
+    r = lambda *s: torch.randn(*s, device="cuda", generator=g)   # noqa: E731
+    B, T, N, C = (3, 5, 37, 96) if case.startswith("gated") else (1, 4, 50, 512)
+    x, delta = r(B, T, N, C) * 2 + 0.5, r(B, N, T, C).transpose(1, 2)        # delta: a frame-transposed view
+    gate = r(B, C) if case.startswith("gated") else None
+    weight, bias = (1 + 0.3 * r(B, C), r(B, C)) if B > 1 or case.startswith("no") else (1 + 0.3 * r(C), r(C))
+    if case.startswith("no"):
+        delta = None
+    exact_x = x if delta is None else x + delta * (1 if gate is None else gate[:, None, None])
+    exact_h = torch.nn.functional.layer_norm(exact_x, (C,), eps=1e-6)
+    per_sample = lambda t: t[:, None, None] if t.ndim == 2 else t   # noqa: E731
+    exact_h = exact_h * per_sample(weight) + per_sample(bias)
+    half = lambda t: None if t is None else t.to(dtype)   # noqa: E731
+    args = [half(t) for t in (x, delta, gate, weight, bias)]
+    results = {}
+    for fused in (True, False):
+        out = torch.full((B, N, T, C), float("nan"), device="cuda", dtype=dtype).transpose(1, 2)
+        updated, h = residual_layer_norm(*args, 1e-6, out=out, fused=fused)
+        assert h.data_ptr() == out.data_ptr() and updated.shape == h.shape == (B, T, N, C)
+        results[fused] = updated.float(), h.float()
+    err = lambda a, e: ((a - e).norm() / e.norm()).item()   # noqa: E731
+    for i, exact in enumerate((exact_x, exact_h)):
+        assert err(results[True][i], exact) <= 1.5 * err(results[False][i], exact) + 1e-4, \
+            (i, err(results[True][i], exact), err(results[False][i], exact))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="the Triton kernel needs a GPU (run on the GPU machine)")
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("shape", [(2, 512, 16, 32, 1370), (3, 77, 2, 16, 256), (1, 1, 4, 32, 65), (64, 32, 16, 32, 32),
+                                   (5, 20, 3, 16, 17)])
+def test_small_head_attention_agrees_with_sdpa(dtype, shape):
+    from gvf4d.models.small_head_attention import small_head_attention
+    B, LQ, H, D, LK = shape         # whole and partial query/key tiles of both tilings (long and short keys)
+    g = torch.Generator(device="cuda").manual_seed(0)
+    qkv = torch.randn(B, LQ, 3, H, D, device="cuda", generator=g)
+    q = qkv[:, :, 0]                              # a strided view of a fused projection, as the layers pass it
+    k, v = torch.randn(2, B, LK, H, D, device="cuda", generator=g).unbind(0)
+    exact = small_head_attention(q, k, v, fused=False)                           # float32 SDPA
+    ref = small_head_attention(q.to(dtype), k.to(dtype), v.to(dtype), fused=False).float()
+    fused = small_head_attention(q.to(dtype), k.to(dtype), v.to(dtype), fused=True).float()
+    assert fused.shape == (B, LQ, H, D)
+    err = lambda a: ((a - exact).norm() / exact.norm()).item()   # noqa: E731
+    assert err(fused) <= 1.5 * err(ref) + 1e-4, (err(fused), err(ref))
+    assert attention(q.to(dtype), k.to(dtype), v.to(dtype)).float().sub(fused).abs().max() == 0   # auto picks it
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="the Triton kernels need a GPU (run on the GPU machine)")
+def test_dit_fused_kernels_agree_with_the_pytorch_paths():
+    """Half precision on CUDA (fused residual norms, narrow-head attention, folded canonical attention, RMS norms)
+    against the same half-precision model on the CPU (PyTorch paths), both measured against float32."""
+    torch.manual_seed(0)
+    dit = GVFDiT(GVFDiTConfig(resolution=96, model_channels=128, num_blocks=2, num_heads=4, image_cond_channels=48)).eval()
+    for p in dit.parameters():
+        torch.nn.init.normal_(p, std=0.1)
+    x, t = torch.randn(2, 5, 96, 16), torch.rand(2) * 999
+    cond = {"cond_images": torch.randn(2, 5, 80, 48), "static_latent": torch.randn(2, 300, 14),
+            "deformation_position_xyz": torch.randn(2, 96, 3)}
+    with torch.no_grad():
+        exact = dit(x, t, **cond)
+        dit.to(torch.bfloat16)
+        cpu = dit(x, t, **cond).float()
+        dit.cuda()
+        gpu = dit(x.cuda(), t.cuda(), **{k: v.cuda() for k, v in cond.items()}).float().cpu()
+    err = lambda a: ((a - exact).norm() / exact.norm()).item()   # noqa: E731
+    assert err(gpu) <= 1.5 * err(cpu) + 1e-3, (err(gpu), err(cpu))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="cuBLASLt's GELU epilogue needs a GPU (run on the GPU machine)")
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_feed_forward_gelu_epilogue_agrees_with_the_published_layers(dtype):
+    from gvf4d.models.transformer import FeedForward
+    torch.manual_seed(0)
+    ff = FeedForward(96).cuda()
+    x = torch.randn(2, 333, 96, device="cuda")
+    with torch.no_grad():
+        exact = ff(x)                                       # float32: the published Linear, GELU(tanh), Linear
+        ff.to(dtype)
+        fused, published = ff(x.to(dtype)).float(), ff.mlp(x.to(dtype)).float()
+    err = lambda a: ((a - exact).norm() / exact.norm()).item()   # noqa: E731
+    assert fused.shape == exact.shape and err(fused) <= 1.5 * err(published) + 1e-4, (err(fused), err(published))
+
+
 def test_dit_with_a_key_norm_on_the_canonical_attention_is_not_folded():
     """A key RMS norm is not affine: such a model keeps the published canonical attention on the fast path (the
     constant-context shortcut still holds: identical tokens give identical normalised keys)."""
@@ -209,11 +300,12 @@ def test_sdpa_attention_is_plain_softmax_attention():
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU (run on the GPU machine)")
-def test_short_key_attention_kernel_agrees_with_the_default_choice():
+@pytest.mark.parametrize("dim", [32, 64])
+def test_short_key_attention_kernel_agrees_with_the_default_choice(dim):
     from gvf4d.models.attention import SHORT_KEYS
-    q, k, v = (torch.randn(512, SHORT_KEYS // 2, 16, 32, device="cuda", dtype=torch.float16) for _ in range(3))
+    q, k, v = (torch.randn(512, SHORT_KEYS // 2, 16, dim, device="cuda", dtype=torch.float16) for _ in range(3))
     exact = attention(q.float(), k.float(), v.float(), backend="sdpa")
-    for backend in ("auto", "sdpa"):          # auto: the memory-efficient kernel for these 32 keys
+    for backend in ("auto", "sdpa"):  # auto: our kernel for 32 channels, the memory-efficient one for 64
         err = (attention(q, k, v, backend=backend).float() - exact).norm() / exact.norm()
         assert err < 2e-3, (backend, err)
 

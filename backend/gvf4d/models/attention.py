@@ -1,4 +1,6 @@
-"""Scaled dot-product attention over (B, L, H, D) tensors: flash-attn when installed and usable, else SDPA."""
+"""Scaled dot-product attention over (B, L, H, D) tensors: on CUDA our Triton kernel for narrow heads, SDPA's
+memory-efficient kernel for other heads over short key sequences, flash-attn when installed and usable, else
+SDPA's choice."""
 from __future__ import annotations
 
 import functools
@@ -9,6 +11,7 @@ from torch import Tensor, nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from .multihead_rms_norm import multihead_rms_norm
+from .small_head_attention import small_head_attention, small_head_attention_usable
 
 
 @functools.cache
@@ -24,16 +27,23 @@ def flash_attn_usable(q: Tensor) -> bool:
     return q.is_cuda and q.dtype in (torch.float16, torch.bfloat16) and q.shape[-1] <= 256 and _flash_attn_func() is not None
 
 
-# On CUDA, key sequences this short (the DiT's temporal attention: 32 frames) run faster on SDPA's memory-efficient
-# kernel than on cuDNN's or flash (H100, 512 x 16 heads x 32 x 32 channels: 0.10 ms against 0.18 ms).
+# On CUDA, key sequences this short run faster on SDPA's memory-efficient kernel than on cuDNN's or flash (H100, the
+# DiT's temporal attention, 512 x 16 heads x 32 frames x 32 channels: 0.10 against 0.18 ms); narrow heads outside
+# torch.compile take our kernel (0.034 ms).
 SHORT_KEYS = 64
 
 
 def attention(q: Tensor, k: Tensor, v: Tensor, backend: str = "auto") -> Tensor:
-    """q (B, Lq, H, D), k/v (B, Lk, H, D) -> (B, Lq, H, D); softmax scale 1/sqrt(D).
-    backend: auto, flash (flash-attn), sdpa (PyTorch's choice), efficient (SDPA's memory-efficient kernel)."""
-    if backend == "auto" and q.is_cuda and k.shape[1] <= SHORT_KEYS:
-        backend = "efficient"
+    """q (B, Lq, H, D), k/v (B, Lk, H, D) -> (B, Lq, H, D); softmax scale 1/sqrt(D). backend: auto, small_heads
+    (models/small_head_attention.py), flash (flash-attn), sdpa (PyTorch's choice), efficient (SDPA's
+    memory-efficient kernel)."""
+    if backend == "auto" and q.is_cuda:
+        if small_head_attention_usable(q, k, v) and not torch.compiler.is_compiling():
+            backend = "small_heads"
+        elif k.shape[1] <= SHORT_KEYS:
+            backend = "efficient"
+    if backend == "small_heads":
+        return small_head_attention(q, k, v, fused=True)
     if backend == "flash" or (backend == "auto" and flash_attn_usable(q)):
         return _flash_attn_func()(q, k, v)
     qt, kt, vt = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)

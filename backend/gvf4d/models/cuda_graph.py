@@ -66,6 +66,10 @@ class GraphedCall:
         entry.graph.replay()
         return entry.output.clone()
 
+    def clear(self) -> None:
+        """Drop every captured graph and the memory it holds (the next call of each signature captures again)."""
+        self._graphs.clear()
+
     def _capture(self, flat: list[Any], spec) -> _Captured:
         static = [a.clone() if isinstance(a, Tensor) else a for a in flat]
 

@@ -33,6 +33,7 @@ from torch import Tensor, nn
 from .config import AttentionHeads, ModelConfig
 from .embeddings import TimestepEmbedder, xyz_sincos_embedding
 from .head_summed_attention import head_summed_attention
+from .residual_layer_norm import residual_layer_norm
 from .transformer import CrossAttention, FeedForward, SelfAttention
 
 
@@ -154,11 +155,24 @@ def folded_static_attention(x: Tensor, fold: FoldedStaticAttention) -> Tensor:
 
 def _norm_modulate(norm: nn.LayerNorm, x: Tensor, shift: Tensor, scale: Tensor) -> Tensor:
     """adaLN: norm(x) * (1 + scale) + shift; x (B, T, N, C), shift/scale (B, C), norm without affine parameters.
-    In half precision with one sample the modulation is the norm's affine transform: one kernel, one rounding.
-    (Float32 keeps the published sequence of operations, bit for bit.)"""
-    if x.shape[0] == 1 and x.dtype != torch.float32:
-        return F.layer_norm(x, norm.normalized_shape, 1 + scale[0], shift[0], norm.eps)
-    return norm(x) * (1 + scale[:, None, None]) + shift[:, None, None]
+    Float32 keeps the published sequence of operations, bit for bit; half precision takes residual_layer_norm."""
+    if x.dtype == torch.float32:
+        return norm(x) * (1 + scale[:, None, None]) + shift[:, None, None]
+    return residual_layer_norm(x, None, None, 1 + scale, shift, norm.eps)[1]
+
+
+def _add_norm(x: Tensor, delta: Tensor, gate: Optional[Tensor], norm: nn.LayerNorm, shift: Optional[Tensor] = None,
+              scale: Optional[Tensor] = None, out: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
+    """A residual update and the next norm: x' = x + delta * gate (x + delta without a gate), then norm(x'),
+    adaLN-modulated by shift/scale (B, C) or with the norm's own affine. x, delta (B, T, N, C) -> (x', h); h is
+    written into out (a strided (B, T, N, C) view) when given. Float32: the published operations, bit for bit;
+    half precision: one fused pass (models/residual_layer_norm.py)."""
+    if x.dtype == torch.float32:
+        x = x + delta if gate is None else x + delta * gate[:, None, None]
+        h = norm(x) if scale is None else norm(x) * (1 + scale[:, None, None]) + shift[:, None, None]
+        return x, (h if out is None else out.copy_(h))
+    weight, bias = (norm.weight, norm.bias) if scale is None else (1 + scale, shift)
+    return residual_layer_norm(x, delta, gate, weight, bias, norm.eps, out)
 
 
 def _gated_add(x: Tensor, h: Tensor, gate: Tensor) -> Tensor:
@@ -205,17 +219,16 @@ class GVFBlock(nn.Module):
         m = self.modulation(mod)
         shift, scale, gate = m[:3]
         h = _norm_modulate(self.norm1, x, shift, scale)
-        x = _gated_add(x, self.spatial_self_attn(h.reshape(B * T, N, C)).reshape(B, T, N, C), gate)
-        if self.temporal:
-            shift, scale, gate = m[3:6]
-            h = _norm_modulate(self.norm2, x, shift, scale).transpose(1, 2).reshape(B * N, T, C)
-            h = self.temporal_self_attn(h).reshape(B, N, T, C).transpose(1, 2)
-            x = _gated_add(x, h, gate)
-        x = x + attend_context(self.norm3(x), cond.image, self._image_attention)
-        x = x + attend_context(self.norm4(x), cond.static, self._static_attention)
+        delta = self.spatial_self_attn(h.reshape(B * T, N, C)).reshape(B, T, N, C)
+        if self.temporal:            # the norm writes frame-transposed tokens; the attention reads them as a view
+            x, h = _add_norm(x, delta, gate, self.norm2, *m[3:5], out=x.new_empty(B, N, T, C).transpose(1, 2))
+            h = self.temporal_self_attn(h.transpose(1, 2).reshape(B * N, T, C))
+            delta, gate = h.reshape(B, N, T, C).transpose(1, 2), m[5]
+        x, h = _add_norm(x, delta, gate, self.norm3)
+        x, h = _add_norm(x, attend_context(h, cond.image, self._image_attention), None, self.norm4)
         shift, scale, gate = m[-3:]
-        return _gated_add(x, self.mlp(_norm_modulate(self.norm5, x, shift, scale)), gate)
-
+        x, h = _add_norm(x, attend_context(h, cond.static, self._static_attention), None, self.norm5, shift, scale)
+        return _gated_add(x, self.mlp(h), gate)
 
     def _image_attention(self, x: Tensor, kv: tuple[Tensor, Tensor]) -> Tensor:
         """x (B, T, N, C): each frame's tokens attend to that frame's image tokens."""
