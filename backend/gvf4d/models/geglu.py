@@ -38,7 +38,7 @@ def geglu(x: Tensor, fused: bool | None = None) -> Tensor:
 
 def _build_kernel(triton, tl):
     @triton.jit
-    def kernel(X, O, F_, BLOCK: tl.constexpr):
+    def geglu_kernel(X, O, F_, BLOCK: tl.constexpr):
         row = tl.program_id(0).to(tl.int64)
         cols = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
         ok = cols < F_
@@ -47,4 +47,4 @@ def _build_kernel(triton, tl):
         gelu = 0.5 * gate * (1.0 + tl.erf(gate * 0.7071067811865476))
         tl.store(O + row * F_ + cols, (value * gelu).to(O.dtype.element_ty), mask=ok)
 
-    return kernel
+    return geglu_kernel

@@ -48,7 +48,8 @@ def multihead_rms_norm(x: Tensor, gamma: Tensor, fused: bool | None = None) -> T
 
 def _build_kernel(triton, tl):
     @triton.jit
-    def kernel(X, G, O, R, stride_row, eps, H: tl.constexpr, D: tl.constexpr, BLOCK_ROWS: tl.constexpr):
+    def multihead_rms_norm_kernel(X, G, O, R, stride_row, eps, H: tl.constexpr, D: tl.constexpr,
+                                  BLOCK_ROWS: tl.constexpr):
         rows = tl.program_id(0) * BLOCK_ROWS + tl.arange(0, BLOCK_ROWS)
         h = tl.arange(0, H)
         d = tl.arange(0, D)
@@ -59,4 +60,4 @@ def _build_kernel(triton, tl):
         y = x * inv[:, :, None] * tl.load(G + cols).to(tl.float32)[None]
         tl.store(O + rows[:, None, None] * (H * D) + cols[None], y.to(O.dtype.element_ty), mask=ok)
 
-    return kernel
+    return multihead_rms_norm_kernel
