@@ -1,6 +1,8 @@
 """GPU benchmark of the GVF engine at full size with random weights (issue: fast inference on one H100).
 
-Prints a table next to the published code's figures and writes JSON (--json PATH). Run on the GPU machine:
+Prints a table next to the published code's figures, with each row's peak GPU memory above the model weights and
+the inputs (conditioning, activations and, on the engine path, the CUDA graph's buffers: the first call of a
+shape, capture included), and writes JSON (--json PATH). Run on the GPU machine:
     PYTHONPATH=backend python3 tools/bench_gpu.py --json bench.json
 """
 from __future__ import annotations
@@ -35,6 +37,16 @@ def cuda_time(fn, warmup=3, iters=10) -> float:
         torch.cuda.synchronize()
         times.append(a.elapsed_time(b))
     return statistics.median(times)
+
+
+def peak_gib(fn) -> float:
+    """Peak GPU memory (GiB) allocated while fn() runs, above what was allocated before it."""
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    base = torch.cuda.memory_allocated()
+    fn()
+    torch.cuda.synchronize()
+    return (torch.cuda.max_memory_allocated() - base) / 2**30
 
 
 def random_model(model: torch.nn.Module) -> torch.nn.Module:
@@ -88,12 +100,14 @@ def main():
     pts = torch.randn(1, 200_000, 3, device=dev)
     ms = cuda_time(lambda: farthest_point_sampling(pts, 4096), warmup=1, iters=3)
     results["fps_4096_of_200k_ms"] = ms
-    rows.append(("farthest point sampling 4096 of 200k", float("nan"), float("nan"), ms))
+    rows.append(("farthest point sampling 4096 of 200k", float("nan"), float("nan"), ms,
+                 peak_gib(lambda: farthest_point_sampling(pts, 4096))))
 
     print(f"{results['device']}, torch {results['torch']}")
-    print("| step | published code (ms) | target (ms) | GVF4D (ms) |\n| --- | ---: | ---: | ---: |")
-    for name, pub, tgt, ours in rows:
-        print(f"| {name} | {pub:.1f} | {tgt:.1f} | {ours:.1f} |")
+    print("| step | published code (ms) | target (ms) | GVF4D (ms) | peak memory (GiB) |")
+    print("| --- | ---: | ---: | ---: | ---: |")
+    for name, pub, tgt, ours, peak in rows:
+        print(f"| {name} | {pub:.1f} | {tgt:.1f} | {ours:.1f} | {peak:.2f} |")
     print(json.dumps(results, indent=1))
     if args.json:
         with open(args.json, "w") as f:
@@ -109,10 +123,11 @@ def bench_dit(args, results) -> list:
             def fwd():
                 with torch.no_grad(), torch.autocast("cuda", dtype=dtype):
                     return published_forward(dit, x, t, cond)
-            ms = cuda_time(fwd, iters=args.iters)
+            ms, peak = cuda_time(fwd, iters=args.iters), peak_gib(fwd)
             key = f"dit_b{b}"
             results[f"{key}_{dtype_name}_autocast_ms"] = ms
-            rows.append((f"DiT forward B={b}, T=32 ({dtype_name} autocast)", PUBLISHED[key], TARGET[key], ms))
+            results[f"{key}_{dtype_name}_autocast_peak_gib"] = peak
+            rows.append((f"DiT forward B={b}, T=32 ({dtype_name} autocast)", PUBLISHED[key], TARGET[key], ms, peak))
     # agreement of half precision with fp32 on the same input
     x, t, cond = dit_inputs(1)
     with torch.no_grad():
@@ -130,9 +145,11 @@ def bench_dit(args, results) -> list:
             return published_forward(dit, xx, tt, c).float()
     def solve():
         return DPMSolverPP(schedule).sample(ThreeWayGuidance(net, schedule, cond).noise, x, steps=32, method="multistep")
-    ms = cuda_time(solve, warmup=1, iters=3)
+    ms, peak = cuda_time(solve, warmup=1, iters=3), peak_gib(solve)
     results["dpm_multistep_32nfe_ms"] = ms
-    rows.append(("DPM-Solver++ multistep, 32 NFE, B=1 (fp16 autocast)", PUBLISHED["dpm_32"], TARGET["dpm_32"], ms))
+    results["dpm_multistep_32nfe_peak_gib"] = peak
+    rows.append(("DPM-Solver++ multistep, 32 NFE, B=1 (fp16 autocast)", PUBLISHED["dpm_32"], TARGET["dpm_32"], ms,
+                 peak))
     return rows + bench_engine_path(args, results, dit)
 
 
@@ -168,7 +185,10 @@ def bench_engine_path(args, results, dit) -> list:
         print(f"{label}: first call (B=1) {results[f'dit_engine_{name}_first_call_s']:.1f} s", flush=True)
         for b, guided in ((1, False), (3, False), (3, True)):
             xb, tb, cb = dit_inputs(b, guided=guided)
+            if graphs:
+                net.clear()                   # the peak includes this shape's capture and graph buffers
             with torch.no_grad():
+                peak = peak_gib(lambda: net(xb, tb, **prepare(cb)))
                 kw = prepare(cb)
                 step = cuda_time(lambda: net(xb, tb, **kw), iters=args.iters)
                 condition = cuda_time(lambda: prepare(cb), iters=args.iters)
@@ -176,8 +196,10 @@ def bench_engine_path(args, results, dit) -> list:
             case = f"b{b}{'_guidance_branches' if guided else ''}"
             for part, ms in (("step", step), ("condition", condition), ("forward", forward)):
                 results[f"dit_{case}_engine_{name}_{part}_ms"] = ms
+            results[f"dit_{case}_engine_{name}_peak_gib"] = peak
             rows.append((f"DiT forward B={b}{' (guidance branches)' if guided else ''}, T=32 ({label}): condition "
-                         f"{condition:.1f} + step {step:.1f}", PUBLISHED[f"dit_b{b}"], TARGET[f"dit_b{b}"], forward))
+                         f"{condition:.1f} + step {step:.1f}", PUBLISHED[f"dit_b{b}"], TARGET[f"dit_b{b}"], forward,
+                         peak))
         with torch.no_grad():
             fast = net(x, t, **prepare(cond))
         results[f"dit_engine_{name}_vs_fp32_rel_err"] = ((fast - ref).norm() / ref.norm()).item()
@@ -188,10 +210,13 @@ def bench_engine_path(args, results, dit) -> list:
         with torch.no_grad():
             guidance = ThreeWayGuidance(net, schedule, cond, prepare=engine._conditioner("fp16"))
             return DPMSolverPP(schedule).sample(guidance.noise, x, steps=32, method="multistep")
+    net.clear()
+    peak = peak_gib(solve)
     ms = cuda_time(solve, warmup=1, iters=3)
     results["dpm_multistep_32nfe_engine_ms"] = ms
+    results["dpm_multistep_32nfe_engine_peak_gib"] = peak
     rows.append((f"DPM-Solver++ multistep, 32 NFE, B=1 (engine path{', compiled' if args.compile else ''})",
-                 PUBLISHED["dpm_32"], TARGET["dpm_32"], ms))
+                 PUBLISHED["dpm_32"], TARGET["dpm_32"], ms, peak))
     results["dit_fp16_autocast_vs_fp32_rel_err"] = ((plain - ref).norm() / ref.norm()).item()
     return rows
 
@@ -208,15 +233,11 @@ def bench_vae(args, results) -> list:
             with torch.no_grad(), torch.autocast("cuda", dtype=torch.float16):
                 return vae.decode(latents, gaussians, folded=folded)
         outs[name] = decode().float()
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-        base = torch.cuda.memory_allocated()
-        ms = cuda_time(decode, warmup=1, iters=max(3, args.iters // 2))
-        peak = (torch.cuda.max_memory_allocated() - base) / 2**30
+        ms, peak = cuda_time(decode, warmup=1, iters=max(3, args.iters // 2)), peak_gib(decode)
         results[f"vae_decode_196608x32_{name}_ms"] = ms
         results[f"vae_decode_{name}_peak_gib"] = peak
-        rows.append((f"motion-VAE decode 196,608 x 32, {name} (fp16; peak {peak:.2f} GiB)", PUBLISHED["vae_decode"],
-                     TARGET["vae_decode"], ms))
+        rows.append((f"motion-VAE decode 196,608 x 32, {name} (fp16)", PUBLISHED["vae_decode"], TARGET["vae_decode"],
+                     ms, peak))
     with torch.no_grad():
         ref = vae.decode(latents[:, :, :], gaussians[:, :8192], folded=False)   # fp32 reference on a chunk
     for name in outs:
