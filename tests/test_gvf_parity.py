@@ -67,6 +67,24 @@ def test_motion_vae_decode_any_chunking(vae):
                 assert_close_rel(out, io["decoded"], 1e-5)
 
 
+def test_motion_vae_decode_with_half_weights_rounds_like_autocast(vae):
+    """The engine's decode on CUDA: decoder weights cast to half, no autocast; the Fourier position encoding stays
+    in float32. Here in bf16 on the CPU (the GPU runs fp16): within the autocast decode's rounding of the golden
+    output, and the encoder (not cast) still runs in float32."""
+    import copy
+    io, _ = load("motion_vae_small_io.safetensors")
+    half = copy.deepcopy(vae).cast_decoder(torch.bfloat16)
+    assert half.position_encoding[0].omega.dtype == vae.position_encoding[0].omega.dtype
+    with torch.no_grad():
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            autocast = vae.decode(io["latents"], io["queries"]).float()
+        out = half.decode(io["latents"], io["queries"])
+    assert out.dtype == torch.bfloat16
+    err = lambda a: ((a.float() - io["decoded"]).norm() / io["decoded"].norm()).item()   # noqa: E731
+    assert err(out) <= 2 * err(autocast) + 1e-3, (err(out), err(autocast))
+    assert half.cast_decoder(torch.float32).decode(io["latents"], io["queries"]).dtype == torch.float32
+
+
 def test_motion_vae_encode_posterior(vae):
     io, _ = load("motion_vae_small_io.safetensors")
     with torch.no_grad():

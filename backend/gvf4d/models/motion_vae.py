@@ -136,9 +136,20 @@ class MotionVAE(nn.Module):
         self.logvar_fc = nn.Linear(dim, cfg.latent_dim)
 
     # ---------------------------------------------------------------- decoder
+    def cast_decoder(self, dtype: torch.dtype) -> "MotionVAE":
+        """Casts the decoder's weights (latent projection, context stack, cross-attention, output head, Gaussian
+        embedding) to dtype; `decode` then runs in dtype, without autocast. The Fourier position encoding stays in
+        float32, as under autocast: its high-frequency phases need it (its output is cast)."""
+        for module in (self.proj, self.layers, self.decoder_cross_attn, self.decoder_ff, self.to_outputs,
+                       self.gs_embedding):
+            if module is not None:
+                module.to(dtype)
+        return self
+
     def decode_context(self, latents: Tensor) -> Tensor:
-        """latents (B*T, L, latent_dim) -> the context every Gaussian queries (B*T, L, dim)."""
-        x = self.proj(latents)
+        """latents (B*T, L, latent_dim) -> the context every Gaussian queries (B*T, L, dim), in the decoder's
+        weight dtype (float32 under autocast)."""
+        x = self.proj(latents.to(self.proj.weight.dtype))
         for self_attn, self_ff in self.layers:
             x = self_attn(x) + x
             x = self_ff(x) + x
@@ -146,7 +157,8 @@ class MotionVAE(nn.Module):
 
     def embed_queries(self, gaussians: Tensor) -> Tensor:
         """gaussians (B, Q, 14) canonical rows -> (B, Q, dim). Independent of the frame."""
-        return self.gs_embedding(gaussians) + self.position_encoding(gaussians[..., :3])
+        dtype = self.gs_embedding[0].weight.dtype
+        return self.gs_embedding(gaussians.to(dtype)) + self.position_encoding(gaussians[..., :3].float()).to(dtype)
 
     def decode_chunk(self, query_embed: Tensor, context: Tensor) -> Tensor:
         """The published computation. query_embed (B, q, dim), context (B*T, L, dim) -> deltas (B, T, q, 14)."""
