@@ -55,7 +55,7 @@ def _generate_request(args):
         end=args.end, stride=args.stride, matte=args.matte, fps=args.fps, device=args.device, fit_size=args.fit_size,
         fit=FitSettings(iterations_first=2 * args.fit_iterations, iterations=args.fit_iterations),
         gvf=GVFSettings(seed=args.seed, method=args.method, steps=args.steps, guidance_scale=args.guidance[0],
-                        guidance_scale2=args.guidance[1], precision=args.precision, compile=args.compile),
+                        guidance_scale2=args.guidance[1], precision=args.precision),
         exports=tuple(args.export), refine=args.refine, azimuth_step=args.azimuth_step, mesh=args.mesh,
         mesh_faces=args.mesh_faces, mesh_samples=args.mesh_samples)
 
@@ -112,7 +112,7 @@ def _cmd_submit(args) -> int:
     body = {"footage": str(Path(args.footage).resolve()), "canonical": kind,
             "canonical_path": str(Path(args.canonical[1]).resolve()) if len(args.canonical) > 1 else None,
             "engine": args.engine, "mesh": args.mesh, "mesh_faces": args.mesh_faces,
-            "mesh_samples": args.mesh_samples, "compile": args.compile,
+            "mesh_samples": args.mesh_samples,
             "weights": str(Path(args.weights).resolve()) if args.weights else None, "frames": args.frames,
             "start": args.start, "end": args.end, "stride": args.stride, "matte": args.matte, "fps": args.fps,
             "seed": args.seed, "method": args.method, "steps": args.steps, "guidance": list(args.guidance),
@@ -178,9 +178,6 @@ def add_job_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--guidance", type=float, nargs=2, default=[1.0, 1.0], metavar=("G1", "G2"),
                    help="three-way guidance scales (canonical, frames); 1 1 = no guidance")
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16", "bf16"])
-    p.add_argument("--compile", action="store_true",
-                   help="gvf engine on CUDA: torch.compile the DiT (about 20 s once per process, then each "
-                        "network evaluation ~10%% faster on an H100; only pays in `gvf4d serve` over many reruns)")
     p.add_argument("--device", default="auto")
     p.add_argument("--fit-size", type=int, default=128, help="fit engine: working resolution (px)")
     p.add_argument("--fit-iterations", type=int, default=20, help="fit engine: optimisation steps per frame")

@@ -319,10 +319,9 @@ class GVFDiT(nn.Module):
         return conditions
 
     def denoise(self, x: Tensor, t: Tensor, condition: list[BlockCondition],
-                deformation_position_xyz: Optional[Tensor] = None,
-                blocks: Optional[list[Callable[..., Tensor]]] = None) -> Tensor:
+                deformation_position_xyz: Optional[Tensor] = None) -> Tensor:
         """x (B, T, N, C_in), t (B,), condition from `condition`, deformation_position_xyz (B, N, 3)
-        -> v-prediction (B, T, N, C_out). blocks: callables to run in place of self.blocks (compiled ones)."""
+        -> v-prediction (B, T, N, C_out)."""
         dtype = self.input_layer.weight.dtype
         h = self.input_layer(x.to(dtype))
         mod = self.t_embedder(t)
@@ -334,7 +333,7 @@ class GVFDiT(nn.Module):
             h = h + xyz_sincos_embedding(deformation_position_xyz, self.config.model_channels)[:, None].to(h.dtype)
         elif self.config.pe_mode == "learnable":
             h = h + self.pos_embedder
-        for block, cond in zip(blocks or self.blocks, condition):
+        for block, cond in zip(self.blocks, condition):
             h = block(h, mod, cond)
         return self.final_layer(h, mod)
 

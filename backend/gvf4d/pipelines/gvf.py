@@ -65,7 +65,6 @@ class GVFSettings:
     precision: Literal["auto", "fp32", "fp16", "bf16"] = "auto"   # auto: fp16 on CUDA (as published), fp32 on CPU
     decode_chunk: int = 8192
     cuda_graphs: bool = True   # CUDA, half precision: replay the DiT from a CUDA graph (same kernels, less launch cost)
-    compile: bool = False      # CUDA, half precision: torch.compile the DiT blocks (fused kernels; ~20 s once per process)
 
 
 @dataclass
@@ -81,7 +80,7 @@ class GVFEngine:
         self.dit, self.vae = dit.eval(), vae.eval()
         self.stats = stats
         self.schedule = DiscreteVPSchedule.cosine(1000)
-        self._fast: dict = {}      # the DiT's fast calls on CUDA, by (cuda_graphs, compile)
+        self._fast: dict = {}      # the DiT's fast calls on CUDA, by cuda_graphs
         self.checkpoints = checkpoints or []
 
     @property
@@ -119,6 +118,12 @@ class GVFEngine:
             return contextlib.nullcontext()
         return torch.autocast(dev, dtype=torch.float16 if precision == "fp16" else torch.bfloat16)
 
+    def _half_weights(self, precision: str) -> Optional[torch.dtype]:
+        """The dtype the networks' weights are cast to for this precision: half on CUDA, else None (autocast)."""
+        if self.device.type != "cuda":
+            return None
+        return {"auto": torch.float16, "fp16": torch.float16, "bf16": torch.bfloat16}.get(precision)
+
     def conditions(self, canonical: GVFGaussians, frame_features: Tensor) -> dict[str, Tensor]:
         """frame_features (T, L, C) -> the DiT's conditioning for one sample (B = 1)."""
         rows = canonical.rows().to(self.device)
@@ -140,7 +145,7 @@ class GVFEngine:
         cfg = self.dit.config
         gen = torch.Generator(device=self.device).manual_seed(settings.seed)
         noise = torch.randn((1, num_frames, cfg.resolution, cfg.in_channels), generator=gen, device=self.device)
-        network = self._network(settings.precision, settings.cuda_graphs, settings.compile)
+        network = self._network(settings.precision, settings.cuda_graphs)
         guidance = ThreeWayGuidance(network, self.schedule, cond, settings.guidance_scale, settings.guidance_scale2,
                                     prepare=self._conditioner(settings.precision))
         x, stats = DPMSolverPP(self.schedule).sample(
@@ -157,24 +162,22 @@ class GVFEngine:
             return {"condition": condition, "deformation_position_xyz": cond["deformation_position_xyz"]}
         return prepare
 
-    def _network(self, precision: str, cuda_graphs: bool = True, compile: bool = False):
+    def _network(self, precision: str, cuda_graphs: bool = True):
         """The DiT's denoising call as the sampler makes it: network(x, t, condition, deformation_position_xyz),
         the condition from `_conditioner`. On CUDA in half precision the weights themselves are cast (once): the
-        same rounding as fp16 autocast, without its casts and fp32 activations (15% faster on an H100); the network
-        is optionally torch.compile'd, and the call is replayed from a CUDA graph per input shape. Both are kept
-        with the engine, so later jobs reuse them. Cast the weights (this call) before computing the condition."""
-        half = {"auto": torch.float16, "fp16": torch.float16, "bf16": torch.bfloat16}.get(precision)
-        if self.device.type == "cuda" and half is not None:
+        same rounding as fp16 autocast, without its casts and fp32 activations (15% faster on an H100), and the
+        call is replayed from a CUDA graph per input shape, kept with the engine so later jobs reuse it. (torch.compile
+        is not used: with the fused Triton kernels the compiled step was slower, 16.9 against 15.6 ms, after a 24 s
+        compilation.) Cast the weights (this call) before computing the condition."""
+        half = self._half_weights(precision)
+        if half is not None:
             if self.dit.input_layer.weight.dtype != half:
                 self.dit.to(half)
                 self._fast = {}
-            key = (cuda_graphs, compile)
-            if key not in self._fast:
-                # compiled block by block (the blocks share one compiled graph; same speed as the whole network)
-                blocks = [torch.compile(b) for b in self.dit.blocks] if compile else None
-                call = lambda x, t, **cond: self.dit.denoise(x, t, **cond, blocks=blocks).float()  # noqa: E731
-                self._fast[key] = GraphedCall(call) if cuda_graphs else call
-            return self._fast[key]
+            if cuda_graphs not in self._fast:
+                call = lambda x, t, **cond: self.dit.denoise(x, t, **cond).float()  # noqa: E731
+                self._fast[cuda_graphs] = GraphedCall(call) if cuda_graphs else call
+            return self._fast[cuda_graphs]
         if self.dit.input_layer.weight.dtype != torch.float32:
             self.dit.float()
 
@@ -185,9 +188,14 @@ class GVFEngine:
 
     @torch.no_grad()
     def decode(self, latent: Tensor, canonical: GVFGaussians, settings: GVFSettings) -> Tensor:
-        """latent (T, 512, 16) -> deltas (T, N, 14)."""
+        """latent (T, 512, 16) -> deltas (T, N, 14). On CUDA in half precision the decoder's weights are cast (as
+        the DiT's): no autocast casts, layer norms and residuals in half (H100, 196,608 Gaussians: see
+        docs/benchmarks.md); elsewhere autocast, as published."""
         rows = canonical.rows().to(self.device)
-        with self._autocast(settings.precision):
+        half = self._half_weights(settings.precision)
+        if self.vae.proj.weight.dtype != (half or torch.float32):
+            self.vae.cast_decoder(half or torch.float32)
+        with contextlib.nullcontext() if half else self._autocast(settings.precision):
             deltas = self.vae.decode(latent, rows[None], chunk_size=settings.decode_chunk)
         return deltas[0].float()
 

@@ -38,7 +38,6 @@ class JobRequest(BaseModel):
     mesh: bool = Field(False, description="also extract a mesh and its per-frame deformation")
     mesh_faces: int = Field(20_000, ge=100, le=2_000_000)
     mesh_samples: int = Field(100_000, ge=100, le=2_000_000, description="canonical mesh: Gaussians on its surface")
-    compile: bool = Field(False, description="gvf engine on CUDA: torch.compile the DiT (once per backend process)")
     exports: list[Literal["ply", "glb", "preview"]] = []
     name: str = Field("result", pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="the result's file name (no folders)")
 
@@ -51,6 +50,6 @@ def request_from_json(data: dict, job_dir: Path) -> GenerateRequest:
         stride=r.stride, matte=r.matte, fps=r.fps, fit_size=r.fit_size,
         fit=FitSettings(iterations_first=2 * r.fit_iterations, iterations=r.fit_iterations),
         gvf=GVFSettings(seed=r.seed, method=r.method, steps=r.steps, guidance_scale=r.guidance[0],
-                        guidance_scale2=r.guidance[1], compile=r.compile),
+                        guidance_scale2=r.guidance[1]),
         exports=tuple(r.exports), refine=r.refine, azimuth_step=r.azimuth_step, mesh=r.mesh, mesh_faces=r.mesh_faces,
         mesh_samples=r.mesh_samples)
