@@ -34,7 +34,7 @@ from .config import AttentionHeads, ModelConfig
 from .embeddings import TimestepEmbedder, xyz_sincos_embedding
 from .head_summed_attention import head_summed_attention
 from .residual_layer_norm import residual_layer_norm
-from .transformer import CrossAttention, FeedForward, SelfAttention
+from .transformer import CrossAttention, FeedForward, SelfAttention, keys_values_of
 
 
 @dataclass
@@ -107,38 +107,42 @@ def live_samples(context: Tensor) -> Optional[Tensor]:
     return (~same).nonzero().flatten() if bool(same.any()) else None
 
 
-def uniform_attention_output(attn: CrossAttention, token: Tensor) -> Tensor:
-    """token (B, 1, C): the context of a sample whose tokens are all this one -> the attention's output (B, C)
+def uniform_attention_outputs(attns: list[CrossAttention], token: Tensor) -> list[Tensor]:
+    """token (B, 1, C): the context of a sample whose tokens are all this one -> each attention's output (B, C)
     for any query: the weights are uniform over identical values."""
-    _, value = attn.keys_values(token)                                      # (B, 1, H, D)
-    return attn.to_out(value.flatten(-2))[:, 0]
+    return [attn.to_out(value.flatten(-2))[:, 0] for attn, (_, value) in zip(attns, keys_values_of(attns, token))]
 
 
 FOLD_WIDTH = 16
 
 
-def fold_static_attention(attn: CrossAttention, proj: nn.Linear, rows: Tensor) -> FoldedStaticAttention:
-    """attn: a block's canonical-Gaussian cross-attention (no key norm), proj: the DiT's static_cond_proj,
-    rows (B, S, 14) -> the folded attention, computed in float32 and returned in the weights' dtype."""
-    dtype = attn.to_q.weight.dtype
-    H, C = attn.heads, attn.to_q.weight.shape[0]
+def fold_static_attention(attns: list[CrossAttention], proj: nn.Linear, rows: Tensor) -> list[FoldedStaticAttention]:
+    """attns: every block's canonical-Gaussian cross-attention (no key norm), proj: the DiT's static_cond_proj,
+    rows (B, S, 14) -> each block's folded attention, computed in float32 for all blocks at once (a handful of
+    launches rather than a dozen per block: this runs on the CPU's clock) and returned in the weights' dtype."""
+    dtype = attns[0].to_q.weight.dtype
+    n, H, C = len(attns), attns[0].heads, attns[0].to_q.weight.shape[0]
     D, pad = C // H, FOLD_WIDTH - rows.shape[-1]
+    stacked = lambda get: torch.stack([get(a) for a in attns]).float()       # noqa: E731  (n, ...) float32
     with torch.autocast(rows.device.type, enabled=False):
-        w_kv, b_kv = attn.to_kv.weight.float().reshape(2, H, D, C), attn.to_kv.bias.float().reshape(2, H, D)
+        w_kv = stacked(lambda a: a.to_kv.weight).reshape(n, 2, H, D, C)
+        b_kv = stacked(lambda a: a.to_kv.bias).reshape(n, 2, H, D)
         w_in, b_in = proj.weight.float(), proj.bias.float()
-        key_map, value_map = w_kv[0] @ w_in, w_kv[1] @ w_in                    # (H, D, 14): rows -> keys, values
-        value_const = w_kv[1] @ b_in + b_kv[1]                                 # (H, D); the keys' constant cancels
-        w_q, b_q = attn.to_q.weight.float().reshape(H, D, C), attn.to_q.bias.float().reshape(H, D)
-        query_weight = torch.einsum("hde,hdc->hec", key_map, w_q)              # (H, 14, C)
-        query_bias = torch.einsum("hde,hd->he", key_map, b_q)                  # (H, 14)
-        w_out = attn.to_out.weight.float().reshape(C, H, D)
-        out_weight = torch.einsum("chd,hde->che", w_out, value_map)            # (C, H, 14)
-        out_bias = torch.einsum("chd,hd->c", w_out, value_const) + attn.to_out.bias.float()
-    return FoldedStaticAttention(
-        rows=F.pad(rows, (0, pad)),
-        query_weight=F.pad(query_weight, (0, 0, 0, pad)).reshape(H * FOLD_WIDTH, C).to(dtype),
-        query_bias=F.pad(query_bias, (0, pad)).reshape(-1).to(dtype),
-        out_weight=out_weight.reshape(C, -1).to(dtype), out_bias=out_bias.to(dtype), scale=D ** -0.5)
+        key_map, value_map = w_kv[:, 0] @ w_in, w_kv[:, 1] @ w_in              # (n, H, D, 14): rows -> keys, values
+        value_const = w_kv[:, 1] @ b_in + b_kv[:, 1]                           # (n, H, D); the keys' constant cancels
+        w_q = stacked(lambda a: a.to_q.weight).reshape(n, H, D, C)
+        b_q = stacked(lambda a: a.to_q.bias).reshape(n, H, D)
+        query_weight = torch.einsum("nhde,nhdc->nhec", key_map, w_q)           # (n, H, 14, C)
+        query_bias = torch.einsum("nhde,nhd->nhe", key_map, b_q)               # (n, H, 14)
+        w_out = stacked(lambda a: a.to_out.weight).reshape(n, C, H, D)
+        out_weight = torch.einsum("nchd,nhde->nche", w_out, value_map)         # (n, C, H, 14)
+        out_bias = torch.einsum("nchd,nhd->nc", w_out, value_const) + stacked(lambda a: a.to_out.bias)
+        query_weight = F.pad(query_weight, (0, 0, 0, pad)).reshape(n, H * FOLD_WIDTH, C).to(dtype)
+        query_bias = F.pad(query_bias, (0, pad)).reshape(n, -1).to(dtype)
+        out_weight, out_bias = out_weight.reshape(n, C, -1).to(dtype), out_bias.to(dtype)
+    padded_rows = F.pad(rows, (0, pad))
+    return [FoldedStaticAttention(padded_rows, *parts, scale=D ** -0.5)
+            for parts in zip(query_weight.unbind(0), query_bias.unbind(0), out_weight.unbind(0), out_bias.unbind(0))]
 
 
 def folded_static_attention(x: Tensor, fold: FoldedStaticAttention) -> Tensor:
@@ -301,22 +305,22 @@ class GVFDiT(nn.Module):
         static_emb = None if fold else self.static_cond_proj(static_rows)
         image_token = None if image_live is None else self.image_cond_proj(frames[:, :1])
         static_token = None if static_live is None else self.static_cond_proj(static_latent[:, :1])
-        conditions = []
-        for block in self.blocks:
-            image_attn, static_attn = block.image_cross_attn, block.static_cross_attn
-            image = ContextCondition(
-                image_attn.keys_values(image_emb) if image_emb.shape[0] else None, image_live,
-                None if image_live is None else uniform_attention_output(image_attn, image_token))
-            if not static_rows.shape[0]:
-                static = None
-            elif fold:
-                static = fold_static_attention(static_attn, self.static_cond_proj, static_rows)
-            else:
-                static = static_attn.keys_values(static_emb)
-            static = ContextCondition(static, static_live,
-                                      None if static_live is None else uniform_attention_output(static_attn, static_token))
-            conditions.append(BlockCondition(image, static))
-        return conditions
+        image_attns = [block.image_cross_attn for block in self.blocks]
+        static_attns = [block.static_cross_attn for block in self.blocks]
+        n = len(image_attns)
+        # fast: every block's keys/values with one product (float32: the published one product per block)
+        keys_values = keys_values_of if fast else lambda attns, ctx: [a.keys_values(ctx) for a in attns]  # noqa: E731
+        image = keys_values(image_attns, image_emb) if image_emb.shape[0] else [None] * n
+        if not static_rows.shape[0]:
+            static = [None] * n
+        elif fold:
+            static = fold_static_attention(static_attns, self.static_cond_proj, static_rows)
+        else:
+            static = keys_values(static_attns, static_emb)
+        image_const = [None] * n if image_live is None else uniform_attention_outputs(image_attns, image_token)
+        static_const = [None] * n if static_live is None else uniform_attention_outputs(static_attns, static_token)
+        return [BlockCondition(ContextCondition(i, image_live, ic), ContextCondition(s, static_live, sc))
+                for i, ic, s, sc in zip(image, image_const, static, static_const)]
 
     def denoise(self, x: Tensor, t: Tensor, condition: list[BlockCondition],
                 deformation_position_xyz: Optional[Tensor] = None) -> Tensor:

@@ -6,9 +6,10 @@ default, or a segmented/windowed one for sparse tokens (models/sparse/attention.
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .attention import MultiHeadRMSNorm, attention
@@ -51,10 +52,7 @@ class CrossAttention(nn.Module):
 
     def keys_values(self, context: Tensor) -> tuple[Tensor, Tensor]:
         """context (..., Lc, C_ctx) -> k, v (..., Lc, H, D): compute once, reuse for every query set."""
-        k, v = self.to_kv(context).unflatten(-1, (2, self.heads, -1)).unbind(-3)
-        if self.qk_rms_norm:
-            k = self.k_rms_norm(k)
-        return k, v
+        return keys_values_of([self], context)[0]
 
     def forward(self, x: Tensor, kv: tuple[Tensor, Tensor], attend: Attend = attention) -> Tensor:
         """x (..., L, C), kv from keys_values -> (..., L, C)."""
@@ -62,6 +60,18 @@ class CrossAttention(nn.Module):
         if self.qk_rms_norm:
             q = self.q_rms_norm(q)
         return self.to_out(attend(q, *kv).flatten(-2))
+
+
+def keys_values_of(attns: Sequence[CrossAttention], context: Tensor) -> list[tuple[Tensor, Tensor]]:
+    """Several layers' keys/values of one context, with one matrix product for all of them: context (..., Lc, C_ctx)
+    -> per layer k, v (..., Lc, H, D) (strided views of one tensor; keys normalised where the layer says so)."""
+    first = attns[0]
+    if len(attns) == 1:
+        kv = first.to_kv(context)
+    else:
+        kv = F.linear(context, torch.cat([a.to_kv.weight for a in attns]), torch.cat([a.to_kv.bias for a in attns]))
+    pairs = [layer.unbind(-3) for layer in kv.unflatten(-1, (len(attns), 2, first.heads, -1)).unbind(-4)]
+    return [(a.k_rms_norm(k) if a.qk_rms_norm else k, v) for a, (k, v) in zip(attns, pairs)]
 
 
 class FeedForward(nn.Module):
