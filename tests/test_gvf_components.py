@@ -242,6 +242,28 @@ def test_feed_forward_gelu_epilogue_agrees_with_the_published_layers(dtype):
     assert fused.shape == exact.shape and err(fused) <= 1.5 * err(published) + 1e-4, (err(fused), err(published))
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="the Triton kernel needs a GPU (run on the GPU machine)")
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_fused_decoder_query_rows_agree_with_the_modules(dtype):
+    """The motion-VAE decoder's query rows (Gaussian embedding + Fourier position encoding, three norms) in one
+    kernel, against the modules' computation in the same half precision, both measured against float32."""
+    import copy
+    from gvf4d.models.motion_vae import MotionVAE, MotionVAEConfig
+    torch.manual_seed(0)
+    vae = MotionVAE(MotionVAEConfig(depth=1, dim=192, queries_dim=192, heads=4)).cuda().eval()
+    for p in vae.gs_embedding.parameters():
+        torch.nn.init.normal_(p, std=0.3)
+    g = torch.randn(1, 1000, 14, device="cuda")
+    g[..., :3] *= 0.5                                   # positions inside the unit cube, as normalised Gaussians
+    with torch.no_grad():
+        exact = vae.decoder_cross_attn.norm(vae.embed_queries(g))
+        half = copy.deepcopy(vae).cast_decoder(dtype)
+        fused = half.query_rows(g).float()
+        modules = half.decoder_cross_attn.norm(half.embed_queries(g)).float()
+    err = lambda a: ((a - exact).norm() / exact.norm()).item()   # noqa: E731
+    assert fused.shape == exact.shape and err(fused) <= 1.5 * err(modules) + 1e-4, (err(fused), err(modules))
+
+
 def test_dit_with_a_key_norm_on_the_canonical_attention_is_not_folded():
     """A key RMS norm is not affine: such a model keeps the published canonical attention on the fast path (the
     constant-context shortcut still holds: identical tokens give identical normalised keys)."""

@@ -15,8 +15,9 @@ import torch
 from torch import Tensor, nn
 
 from .attention import attention
-from .head_summed_attention import head_summed_attention
 from .config import ModelConfig
+from .decoder_queries import decoder_queries
+from .head_summed_attention import head_summed_attention
 from .embeddings import PointFourierEmbed
 from .geglu import geglu
 from .fps import farthest_point_sampling
@@ -160,6 +161,15 @@ class MotionVAE(nn.Module):
         dtype = self.gs_embedding[0].weight.dtype
         return self.gs_embedding(gaussians.to(dtype)) + self.position_encoding(gaussians[..., :3].float()).to(dtype)
 
+    def query_rows(self, gaussians: Tensor) -> Tensor:
+        """gaussians (B, q, 14) -> norm(embed_queries(gaussians)) (B, q, dim): the decoder cross-attention's query
+        input, in the decoder's dtype (models/decoder_queries.py: one fused pass on CUDA in half precision)."""
+        linear = self.gs_embedding[0]
+        eps = (self.gs_embedding[1].eps, self.position_encoding[1].eps, self.decoder_cross_attn.norm.eps)
+        B, q, K = gaussians.shape
+        return decoder_queries(gaussians.reshape(B * q, K), linear.weight, linear.bias, self.position_encoding[0].omega,
+                               eps, linear.weight.dtype).reshape(B, q, -1)
+
     def decode_chunk(self, query_embed: Tensor, context: Tensor) -> Tensor:
         """The published computation. query_embed (B, q, dim), context (B*T, L, dim) -> deltas (B, T, q, 14)."""
         B, q, dim = query_embed.shape
@@ -185,13 +195,14 @@ class MotionVAE(nn.Module):
         const = self.to_outputs.weight @ attn.to_out.bias + self.to_outputs.bias
         return k, values, const
 
-    def decode_chunk_folded(self, query_embed: Tensor, keys: Tensor, values: Tensor, const: Tensor) -> Tensor:
-        """Same result as decode_chunk, with the value, output and head projections folded into the values:
-        per Gaussian and frame one attention whose values are already the 14 output channels, summed over heads
-        (no 768x768 output projection per Gaussian and frame; the query is shared by all frames). -> (B, T, q, 14)."""
-        B = query_embed.shape[0]
+    def decode_chunk_folded(self, query_rows: Tensor, keys: Tensor, values: Tensor, const: Tensor) -> Tensor:
+        """Same result as decode_chunk (given query_rows = query_rows(gaussians)), with the value, output and head
+        projections folded into the values: per Gaussian and frame one attention whose values are already the 14
+        output channels, summed over heads (no 768x768 output projection per Gaussian and frame; the query is
+        shared by all frames). -> (B, T, q, 14)."""
+        B = query_rows.shape[0]
         attn = self.decoder_cross_attn.fn
-        qh = attn.split_heads(attn.to_q(self.decoder_cross_attn.norm(query_embed)))   # (B, q, H, D), once per chunk
+        qh = attn.split_heads(attn.to_q(query_rows))                          # (B, q, H, D), once per chunk
         per_sample = lambda t: t.reshape(B, t.shape[0] // B, *t.shape[1:]).to(qh.dtype)   # noqa: E731
         out = head_summed_attention(qh, per_sample(keys), per_sample(values), qh.shape[-1] ** -0.5)
         return out + const.to(out.dtype)
@@ -203,7 +214,7 @@ class MotionVAE(nn.Module):
         chunk = chunk_size or self.config.chunk_size
         if folded and self.decoder_ff is None:
             keys, values, const = self.folded_values(context)
-            outs = [self.decode_chunk_folded(self.embed_queries(gaussians[:, i:i + chunk]), keys, values, const)
+            outs = [self.decode_chunk_folded(self.query_rows(gaussians[:, i:i + chunk]), keys, values, const)
                     for i in range(0, gaussians.shape[1], chunk)]
         else:
             outs = [self.decode_chunk(self.embed_queries(gaussians[:, i:i + chunk]), context)
