@@ -23,18 +23,18 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-def _resize(frame: np.ndarray) -> Tensor:
-    im = Image.fromarray(frame).resize((INPUT_SIZE, INPUT_SIZE), Image.Resampling.LANCZOS)
-    return torch.from_numpy(np.asarray(im).astype(np.float32) / 255).permute(2, 0, 1)
+def _resize(frame: np.ndarray) -> np.ndarray:
+    return np.asarray(Image.fromarray(frame).resize((INPUT_SIZE, INPUT_SIZE), Image.Resampling.LANCZOS))
 
 
-def preprocess_frames(frames: np.ndarray) -> Tensor:
-    """(T, H, W, 3) uint8 -> (T, 3, 518, 518) float32, normalised. Frames are resized on a few threads (Pillow
-    releases the GIL while resampling)."""
+def preprocess_frames(frames: np.ndarray, device="cpu") -> Tensor:
+    """(T, H, W, 3) uint8 -> (T, 3, 518, 518) float32 on device, normalised. Frames are resized on a few threads
+    (Pillow releases the GIL while resampling); the resized bytes go to the device (a quarter of the float32 copy)
+    and are scaled and normalised there."""
     with ThreadPoolExecutor(max_workers=min(8, max(1, len(frames)))) as pool:
-        x = torch.stack(list(pool.map(_resize, frames)))
-    mean, std = torch.tensor(IMAGENET_MEAN)[:, None, None], torch.tensor(IMAGENET_STD)[:, None, None]
-    return (x - mean) / std
+        x = torch.from_numpy(np.stack(list(pool.map(_resize, frames)))).to(device)      # (T, 518, 518, 3) uint8
+    mean, std = (torch.tensor(v, device=device)[:, None, None] for v in (IMAGENET_MEAN, IMAGENET_STD))
+    return (x.permute(0, 3, 1, 2).float() / 255 - mean) / std
 
 
 class DinoV2Features:
@@ -62,7 +62,7 @@ class DinoV2Features:
         p = next(self.model.parameters())
         out = []
         for i in range(0, len(frames), batch_size):
-            x = preprocess_frames(frames[i:i + batch_size]).to(p.device, p.dtype)
+            x = preprocess_frames(frames[i:i + batch_size], p.device).to(p.dtype)
             out.append(self.model(pixel_values=x, output_hidden_states=True).hidden_states[-1].float())
         return torch.cat(out)
 
