@@ -123,16 +123,24 @@ def test_fused_multihead_rms_norm_agrees_with_the_pytorch_path(dtype, heads, dim
     assert err(fused) <= 1.5 * err(ref) + 1e-4, (err(fused), err(ref))
 
 
-def test_dit_half_precision_single_sample_path_agrees_with_the_batched_one():
-    """In half precision one sample takes the fused norm+modulation and gated-add path, a batch the published
-    sequence of operations: both round like half precision around the float32 result."""
+def _random_dit(batch: int, frames: int, tokens: int, channels: int, image_channels: int, image_tokens: int,
+                gaussians: int, std: float):
+    """A 2-block DiT with random weights (normal, std) and random inputs -> (dit, x, t, cond)."""
     torch.manual_seed(0)
-    dit = GVFDiT(GVFDiTConfig(resolution=32, model_channels=64, num_blocks=2, num_heads=4, image_cond_channels=24)).eval()
+    dit = GVFDiT(GVFDiTConfig(resolution=tokens, model_channels=channels, num_blocks=2, num_heads=4,
+                              image_cond_channels=image_channels)).eval()
     for p in dit.parameters():
-        torch.nn.init.normal_(p, std=0.2)
-    x, t = torch.randn(1, 3, 32, 16), torch.rand(1) * 999
-    cond = {"cond_images": torch.randn(1, 3, 10, 24), "static_latent": torch.randn(1, 40, 14),
-            "deformation_position_xyz": torch.randn(1, 32, 3)}
+        torch.nn.init.normal_(p, std=std)
+    x, t = torch.randn(batch, frames, tokens, 16), torch.rand(batch) * 999
+    cond = {"cond_images": torch.randn(batch, frames, image_tokens, image_channels),
+            "static_latent": torch.randn(batch, gaussians, 14), "deformation_position_xyz": torch.randn(batch, tokens, 3)}
+    return dit, x, t, cond
+
+
+def test_dit_half_precision_single_sample_path_agrees_with_the_batched_one():
+    """In half precision one sample's modulation is the norm's affine transform, a batch's the published sequence of
+    operations: both round like half precision around the float32 result."""
+    dit, x, t, cond = _random_dit(1, 3, 32, 64, 24, 10, 40, std=0.2)
     with torch.no_grad():
         exact = dit(x, t, **cond)
         dit.to(torch.bfloat16)
@@ -210,13 +218,7 @@ def test_small_head_attention_agrees_with_sdpa(dtype, shape):
 def test_dit_fused_kernels_agree_with_the_pytorch_paths():
     """Half precision on CUDA (fused residual norms, narrow-head attention, folded canonical attention, RMS norms)
     against the same half-precision model on the CPU (PyTorch paths), both measured against float32."""
-    torch.manual_seed(0)
-    dit = GVFDiT(GVFDiTConfig(resolution=96, model_channels=128, num_blocks=2, num_heads=4, image_cond_channels=48)).eval()
-    for p in dit.parameters():
-        torch.nn.init.normal_(p, std=0.1)
-    x, t = torch.randn(2, 5, 96, 16), torch.rand(2) * 999
-    cond = {"cond_images": torch.randn(2, 5, 80, 48), "static_latent": torch.randn(2, 300, 14),
-            "deformation_position_xyz": torch.randn(2, 96, 3)}
+    dit, x, t, cond = _random_dit(2, 5, 96, 128, 48, 80, 300, std=0.1)
     with torch.no_grad():
         exact = dit(x, t, **cond)
         dit.to(torch.bfloat16)
