@@ -120,3 +120,21 @@ def test_generate_finds_the_side_of_a_turned_splat(tmp_path, shot_files):
                         "--fit-iterations", "2", "--azimuth-step", "30"], capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr
     assert GVF4DFile(out).metadata["canonical"]["alignment"]["azimuth_deg"] == 90.0
+
+
+def test_engine_returns_to_the_loaded_float32_weights_after_half_precision(small_weights):
+    """A warm engine (the service) runs jobs of any precision: half-precision weights are made from the float32
+    ones as loaded, and a later float32 job gets those back exactly, not the rounded values."""
+    from gvf4d.pipelines.gvf import GVFEngine
+    engine = GVFEngine.from_folder(small_weights / "gvf")
+    loaded = {k: v.clone() for k, v in engine.vae.state_dict().items()}
+    probe = engine.vae.proj.weight
+    assert engine._cast_weights(engine.vae, probe, torch.bfloat16, engine.vae.cast_decoder)
+    assert probe.dtype == torch.bfloat16 and engine.vae.position_encoding[0].omega.dtype == loaded[
+        "position_encoding.0.omega"].dtype
+    assert engine._cast_weights(engine.vae, probe, torch.float16, engine.vae.cast_decoder)     # via float32
+    assert torch.equal(engine.vae.proj.weight, loaded["proj.weight"].half())
+    assert engine._cast_weights(engine.vae, probe, torch.float32, engine.vae.cast_decoder)
+    assert not engine._cast_weights(engine.vae, probe, torch.float32, engine.vae.cast_decoder)
+    for k, v in engine.vae.state_dict().items():
+        assert v.dtype == loaded[k].dtype and torch.equal(v, loaded[k]), k

@@ -13,10 +13,10 @@ import contextlib
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Callable, Literal, Optional
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from ..models.cuda_graph import GraphedCall
 from ..models.fps import farthest_point_sampling
@@ -81,6 +81,7 @@ class GVFEngine:
         self.stats = stats
         self.schedule = DiscreteVPSchedule.cosine(1000)
         self._fast: dict = {}      # the DiT's fast calls on CUDA, by cuda_graphs
+        self._float32_weights: dict[int, dict[str, Tensor]] = {}   # CPU copies kept by _cast_weights, by module
         self.checkpoints = checkpoints or []
 
     @property
@@ -117,6 +118,24 @@ class GVFEngine:
         if precision == "fp32":
             return contextlib.nullcontext()
         return torch.autocast(dev, dtype=torch.float16 if precision == "fp16" else torch.bfloat16)
+
+    def _cast_weights(self, module: nn.Module, probe: Tensor, dtype: torch.dtype,
+                      cast: Callable[[torch.dtype], object]) -> bool:
+        """Puts module's weights in dtype with cast(dtype), unless probe (one of them) already is; returns whether it
+        did. Always from the float32 weights as loaded: the first cast keeps a CPU copy of them, from which a later
+        float32 (or other half-precision) job starts, not from rounded values (a warm service runs jobs of any
+        precision on the same engine)."""
+        if probe.dtype == dtype:
+            return False
+        saved = self._float32_weights.get(id(module))
+        if saved is None:
+            self._float32_weights[id(module)] = {k: v.detach().to("cpu", copy=True) for k, v in module.state_dict().items()}
+        else:
+            cast(torch.float32)
+            module.load_state_dict(saved)
+        if dtype != torch.float32:
+            cast(dtype)
+        return True
 
     def _half_weights(self, precision: str) -> Optional[torch.dtype]:
         """The dtype the networks' weights are cast to for this precision: half on CUDA, else None (autocast)."""
@@ -170,16 +189,13 @@ class GVFEngine:
         is not used: with the fused Triton kernels the compiled step was slower, 16.9 against 15.6 ms, after a 24 s
         compilation.) Cast the weights (this call) before computing the condition."""
         half = self._half_weights(precision)
+        if self._cast_weights(self.dit, self.dit.input_layer.weight, half or torch.float32, self.dit.to):
+            self._fast = {}
         if half is not None:
-            if self.dit.input_layer.weight.dtype != half:
-                self.dit.to(half)
-                self._fast = {}
             if cuda_graphs not in self._fast:
                 call = lambda x, t, **cond: self.dit.denoise(x, t, **cond).float()  # noqa: E731
                 self._fast[cuda_graphs] = GraphedCall(call) if cuda_graphs else call
             return self._fast[cuda_graphs]
-        if self.dit.input_layer.weight.dtype != torch.float32:
-            self.dit.float()
 
         def run(x, t, **cond):
             with self._autocast(precision):
@@ -193,8 +209,7 @@ class GVFEngine:
         docs/benchmarks.md); elsewhere autocast, as published."""
         rows = canonical.rows().to(self.device)
         half = self._half_weights(settings.precision)
-        if self.vae.proj.weight.dtype != (half or torch.float32):
-            self.vae.cast_decoder(half or torch.float32)
+        self._cast_weights(self.vae, self.vae.proj.weight, half or torch.float32, self.vae.cast_decoder)
         with contextlib.nullcontext() if half else self._autocast(settings.precision):
             deltas = self.vae.decode(latent, rows[None], chunk_size=settings.decode_chunk)
         return deltas[0].float()
