@@ -122,11 +122,14 @@ def test_generate_finds_the_side_of_a_turned_splat(tmp_path, shot_files):
     assert GVF4DFile(out).metadata["canonical"]["alignment"]["azimuth_deg"] == 90.0
 
 
-def test_engine_returns_to_the_loaded_float32_weights_after_half_precision(small_weights):
+def test_engine_returns_to_the_loaded_float32_weights_after_half_precision():
     """A warm engine (the service) runs jobs of any precision: half-precision weights are made from the float32
     ones as loaded, and a later float32 job gets those back exactly, not the rounded values."""
+    from gvf4d.models.gvf_dit import GVFDiT, GVFDiTConfig
+    from gvf4d.models.motion_vae import MotionVAE, MotionVAEConfig
     from gvf4d.pipelines.gvf import GVFEngine
-    engine = GVFEngine.from_folder(small_weights / "gvf")
+    torch.manual_seed(0)
+    engine = GVFEngine(GVFDiT(GVFDiTConfig(**DIT)), MotionVAE(MotionVAEConfig(**VAE)), {})
     loaded = {k: v.clone() for k, v in engine.vae.state_dict().items()}
     probe = engine.vae.proj.weight
     assert engine._cast_weights(engine.vae, probe, torch.bfloat16, engine.vae.cast_decoder)
