@@ -129,7 +129,8 @@ class GVFEngine:
             return False
         saved = self._float32_weights.get(id(module))
         if saved is None:
-            self._float32_weights[id(module)] = {k: v.detach().to("cpu", copy=True) for k, v in module.state_dict().items()}
+            self._float32_weights[id(module)] = {k: v.detach().to("cpu", copy=True)
+                                                 for k, v in module.state_dict().items()}
         else:
             cast(torch.float32)
             module.load_state_dict(saved)
