@@ -39,7 +39,7 @@ def small_head_attention_reference(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
 def small_head_attention_usable(q: Tensor, k: Tensor, v: Tensor) -> bool:
     return (q.is_cuda and q.dtype in (torch.float16, torch.bfloat16) and k.dtype == v.dtype == q.dtype
             and q.shape[-1] in (16, 32) and all(t.stride(-1) == 1 for t in (q, k, v))
-            and triton_kernel(_build_kernel) is not None)
+            and q.shape[0] * q.shape[2] < 65536 and triton_kernel(_build_kernel) is not None)  # (sample, head): grid y
 
 
 def small_head_attention(q: Tensor, k: Tensor, v: Tensor, fused: Optional[bool] = None) -> Tensor:
