@@ -157,26 +157,25 @@ def folded_static_attention(x: Tensor, fold: FoldedStaticAttention) -> Tensor:
     return F.linear(y.reshape(B, L, -1), fold.out_weight, fold.out_bias)
 
 
-def _norm_modulate(norm: nn.LayerNorm, x: Tensor, shift: Tensor, scale: Tensor) -> Tensor:
-    """adaLN: norm(x) * (1 + scale) + shift; x (B, T, N, C), shift/scale (B, C), norm without affine parameters.
-    Float32 keeps the published sequence of operations, bit for bit; half precision takes residual_layer_norm."""
+def _add_norm(x: Tensor, delta: Optional[Tensor], gate: Optional[Tensor], norm: nn.LayerNorm,
+              shift: Optional[Tensor] = None, scale: Optional[Tensor] = None,
+              out: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
+    """A residual update and the next norm: x' = x + delta * gate (x + delta without a gate; x without a delta),
+    then norm(x'), adaLN-modulated by shift/scale (B, C) or with the norm's own affine. x, delta (B, T, N, C)
+    -> (x', h); h is written into out (a strided (B, T, N, C) view) when given. Float32: the published
+    operations, bit for bit; half precision: one fused pass (models/residual_layer_norm.py)."""
     if x.dtype == torch.float32:
-        return norm(x) * (1 + scale[:, None, None]) + shift[:, None, None]
-    return residual_layer_norm(x, None, None, 1 + scale, shift, norm.eps)[1]
-
-
-def _add_norm(x: Tensor, delta: Tensor, gate: Optional[Tensor], norm: nn.LayerNorm, shift: Optional[Tensor] = None,
-              scale: Optional[Tensor] = None, out: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
-    """A residual update and the next norm: x' = x + delta * gate (x + delta without a gate), then norm(x'),
-    adaLN-modulated by shift/scale (B, C) or with the norm's own affine. x, delta (B, T, N, C) -> (x', h); h is
-    written into out (a strided (B, T, N, C) view) when given. Float32: the published operations, bit for bit;
-    half precision: one fused pass (models/residual_layer_norm.py)."""
-    if x.dtype == torch.float32:
-        x = x + delta if gate is None else x + delta * gate[:, None, None]
+        if delta is not None:
+            x = x + delta if gate is None else x + delta * gate[:, None, None]
         h = norm(x) if scale is None else norm(x) * (1 + scale[:, None, None]) + shift[:, None, None]
         return x, (h if out is None else out.copy_(h))
     weight, bias = (norm.weight, norm.bias) if scale is None else (1 + scale, shift)
     return residual_layer_norm(x, delta, gate, weight, bias, norm.eps, out)
+
+
+def _norm_modulate(norm: nn.LayerNorm, x: Tensor, shift: Tensor, scale: Tensor) -> Tensor:
+    """adaLN: norm(x) * (1 + scale) + shift; x (B, T, N, C), shift/scale (B, C), norm without affine parameters."""
+    return _add_norm(x, None, None, norm, shift, scale)[1]
 
 
 def _gated_add(x: Tensor, h: Tensor, gate: Tensor) -> Tensor:
