@@ -7,46 +7,33 @@ PointFourierEmbed). g (N, 14) -> h (N, C). This is `norm(embed_queries(g))` of m
 a dozen kernels per chunk of Gaussians (a 14-channel product that misses the aligned matrix kernels, three full-width
 norms, the Fourier features written out and concatenated in float32): 3.1 of 35 ms of a 196,608-Gaussian decode on an
 H100. The Triton kernel computes a row in registers (float32) and writes h once, in half precision: 0.038 against
-0.218 ms for 8,192 Gaussians.
-`decoder_queries_reference` is the PyTorch path (the modules' own computation).
+0.218 ms for 8,192 Gaussians. The PyTorch path is the modules themselves (MotionVAE.query_rows).
 """
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
-from .triton_kernels import triton_kernel, use_fused
-
-def decoder_queries_reference(g: Tensor, weight: Tensor, bias: Tensor, omega: Tensor, eps: tuple[float, float, float],
-                              dtype: torch.dtype) -> Tensor:
-    """PyTorch path, same arguments as decoder_queries."""
-    C = weight.shape[0]
-    args = g[..., :3, None].float() * omega.float()                         # (N, 3, F)
-    fourier = torch.cat([torch.sin(args), torch.cos(args)], dim=-1).flatten(-2)
-    embedded = (F.layer_norm(F.linear(g.to(weight.dtype), weight, bias), (C,), eps=eps[0]).to(dtype)
-                + F.layer_norm(fourier, (C,), eps=eps[1]).to(dtype))
-    return F.layer_norm(embedded, (C,), eps=eps[2])
+from .triton_kernels import triton_kernel
 
 
-def decoder_queries(g: Tensor, weight: Tensor, bias: Tensor, omega: Tensor, eps: tuple[float, float, float],
-                    dtype: torch.dtype, fused: Optional[bool] = None) -> Tensor:
-    """g (N, K) canonical rows, weight (C, K) / bias (C,) the Gaussian embedding's linear layer, omega (F,) the
-    Fourier frequencies (C = 6 F), eps: the three norms' epsilons -> (N, C) in dtype. fused: None picks the Triton
-    kernel where it runs (CUDA, Triton, half-precision dtype and weights, not inside torch.compile); True requires
-    it; False: PyTorch."""
+def decoder_queries_usable(g: Tensor, weight: Tensor, bias: Tensor, omega: Tensor) -> bool:
+    """Whether the kernel runs on these arguments (CUDA, Triton, half-precision weights, contiguous channels,
+    C = 6 x the Fourier frequencies)."""
+    return (g.is_cuda and weight.dtype in (torch.float16, torch.bfloat16) and bias.dtype == weight.dtype
+            and weight.shape[0] == 6 * omega.shape[0] and g.stride(1) == 1 and weight.is_contiguous()
+            and triton_kernel(_build_kernel) is not None)
+
+
+def decoder_queries(g: Tensor, weight: Tensor, bias: Tensor, omega: Tensor,
+                    eps: tuple[float, float, float]) -> Tensor:
+    """The kernel (where decoder_queries_usable): g (N, K) canonical rows, weight (C, K) / bias (C,) the Gaussian
+    embedding's linear layer, omega (F,) the Fourier frequencies (C = 6 F), eps: the three norms' epsilons
+    -> (N, C) in the weights' dtype."""
     N, K = g.shape
     C = weight.shape[0]
-    usable = (g.is_cuda and dtype in (torch.float16, torch.bfloat16) and weight.dtype == bias.dtype == dtype
-              and C == 6 * omega.shape[0] and g.stride(1) == 1 and weight.is_contiguous()
-              and triton_kernel(_build_kernel) is not None)
-    if not use_fused(fused, usable, "decoder query embedding needs CUDA, Triton, half-precision weights, contiguous "
-                     "channels and C = 6 x the Fourier frequencies", default=not torch.compiler.is_compiling()):
-        return decoder_queries_reference(g, weight, bias, omega, eps, dtype)
     triton, kernel = triton_kernel(_build_kernel)
-    out = torch.empty(N, C, device=g.device, dtype=dtype)
+    out = torch.empty(N, C, device=g.device, dtype=weight.dtype)
     if N:
         rows = 2          # H100, 8,192 x 768: 2 rows and 4 warps 0.038 ms; 4 rows 0.051 ms; 8 rows 0.062-0.15 ms
         kernel[(triton.cdiv(N, rows),)](g, weight.t().contiguous(), bias, omega.float().contiguous(), out, N,

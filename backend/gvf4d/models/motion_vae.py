@@ -10,17 +10,19 @@ Gaussians in chunks: memory is bounded by the chunk size, not by the number of G
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import Optional
 
 import torch
 from torch import Tensor, nn
 
 from .attention import attention
 from .config import ModelConfig
-from .decoder_queries import decoder_queries
+from .decoder_queries import decoder_queries, decoder_queries_usable
 from .head_summed_attention import head_summed_attention
 from .embeddings import PointFourierEmbed
 from .geglu import geglu
 from .fps import farthest_point_sampling
+from .triton_kernels import use_fused
 
 
 @dataclass
@@ -161,14 +163,20 @@ class MotionVAE(nn.Module):
         dtype = self.gs_embedding[0].weight.dtype
         return self.gs_embedding(gaussians.to(dtype)) + self.position_encoding(gaussians[..., :3].float()).to(dtype)
 
-    def query_rows(self, gaussians: Tensor) -> Tensor:
+    def query_rows(self, gaussians: Tensor, fused: Optional[bool] = None) -> Tensor:
         """gaussians (B, q, 14) -> norm(embed_queries(gaussians)) (B, q, dim): the decoder cross-attention's query
-        input, in the decoder's dtype (models/decoder_queries.py: one fused pass on CUDA in half precision)."""
-        linear = self.gs_embedding[0]
-        eps = (self.gs_embedding[1].eps, self.position_encoding[1].eps, self.decoder_cross_attn.norm.eps)
+        input, in the decoder's dtype. fused: None picks the one-pass Triton kernel (models/decoder_queries.py)
+        where it runs (CUDA, half-precision decoder weights, not inside torch.compile); True requires it; False:
+        the modules."""
+        linear, omega = self.gs_embedding[0], self.position_encoding[0].omega
         B, q, K = gaussians.shape
-        return decoder_queries(gaussians.reshape(B * q, K), linear.weight, linear.bias, self.position_encoding[0].omega,
-                               eps, linear.weight.dtype).reshape(B, q, -1)
+        rows = gaussians.reshape(B * q, K)
+        if not use_fused(fused, decoder_queries_usable(rows, linear.weight, linear.bias, omega),
+                         "decoder query embedding needs CUDA, Triton, half-precision weights, contiguous channels and "
+                         "C = 6 x the Fourier frequencies", default=not torch.compiler.is_compiling()):
+            return self.decoder_cross_attn.norm(self.embed_queries(gaussians))
+        eps = (self.gs_embedding[1].eps, self.position_encoding[1].eps, self.decoder_cross_attn.norm.eps)
+        return decoder_queries(rows, linear.weight, linear.bias, omega, eps).reshape(B, q, -1)
 
     def decode_chunk(self, query_embed: Tensor, context: Tensor) -> Tensor:
         """The published computation. query_embed (B, q, dim), context (B*T, L, dim) -> deltas (B, T, q, 14)."""
