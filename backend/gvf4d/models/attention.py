@@ -4,6 +4,7 @@ SDPA's choice."""
 from __future__ import annotations
 
 import functools
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -33,17 +34,21 @@ def flash_attn_usable(q: Tensor) -> bool:
 SHORT_KEYS = 64
 
 
-def attention(q: Tensor, k: Tensor, v: Tensor, backend: str = "auto") -> Tensor:
+def attention(q: Tensor, k: Tensor, v: Tensor, backend: str = "auto", q_norm: Optional[MultiHeadRMSNorm] = None,
+              k_norm: Optional[MultiHeadRMSNorm] = None) -> Tensor:
     """q (B, Lq, H, D), k/v (B, Lk, H, D) -> (B, Lq, H, D); softmax scale 1/sqrt(D). backend: auto, small_heads
     (models/small_head_attention.py), flash (flash-attn), sdpa (PyTorch's choice), efficient (SDPA's
-    memory-efficient kernel)."""
+    memory-efficient kernel). q_norm / k_norm: per-head RMS norms applied to q / k first (the narrow-head kernel
+    applies them as it loads the tiles)."""
     if backend == "auto" and q.is_cuda:
         if small_head_attention_usable(q, k, v) and not torch.compiler.is_compiling():
             backend = "small_heads"
         elif k.shape[1] <= SHORT_KEYS:
             backend = "efficient"
     if backend == "small_heads":
-        return small_head_attention(q, k, v, fused=True)
+        gain = lambda norm: None if norm is None else norm.gamma       # noqa: E731
+        return small_head_attention(q, k, v, gain(q_norm), gain(k_norm), fused=True)
+    q, k = (q if q_norm is None else q_norm(q)), (k if k_norm is None else k_norm(k))
     if backend == "flash" or (backend == "auto" and flash_attn_usable(q)):
         return _flash_attn_func()(q, k, v)
     qt, kt, vt = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)

@@ -8,6 +8,11 @@ that the output projection copies back to tokens; SDPA's memory-efficient kernel
 temporal attention (512 tokens x 32 frames), takes 0.091 ms there. The Triton kernel here (online softmax, one
 program per query tile and (sample, head), only a last partial key tile masked) takes 0.19 and 0.034 ms, reads the
 query/key/value views of the projections in place and writes (B, L, H, D). `small_head_attention_reference` is SDPA.
+
+Queries and keys can be RMS-normalised per head first (the DiT's self-attentions, models/multihead_rms_norm.py): the
+kernel normalises each query tile as it loads it and, where one query tile spans every query (the temporal
+attention), each key tile too; otherwise the keys are normalised once beforehand, since every query tile would redo
+them. The temporal attention with its norms: 0.028 against 0.051 ms as three kernels (H100).
 """
 from __future__ import annotations
 
@@ -17,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .multihead_rms_norm import EPS, multihead_rms_norm, multihead_rms_norm_reference
 from .triton_kernels import triton_kernel, use_fused
 
 LOG2_E = 1.4426950408889634
@@ -31,8 +37,11 @@ def _tiles(keys: int) -> dict:
     return {"BLOCK_M": 64, "BLOCK_N": 128, "num_warps": 4, "num_stages": 3}
 
 
-def small_head_attention_reference(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
-    """PyTorch path: q (B, Lq, H, D), k/v (B, Lk, H, D) -> (B, Lq, H, D)."""
+def small_head_attention_reference(q: Tensor, k: Tensor, v: Tensor, q_gain: Optional[Tensor] = None,
+                                   k_gain: Optional[Tensor] = None) -> Tensor:
+    """PyTorch path: q (B, Lq, H, D), k/v (B, Lk, H, D), gains (H, D) or None -> (B, Lq, H, D)."""
+    q = q if q_gain is None else multihead_rms_norm_reference(q, q_gain)
+    k = k if k_gain is None else multihead_rms_norm_reference(k, k_gain)
     return F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)).transpose(1, 2)
 
 
@@ -42,30 +51,43 @@ def small_head_attention_usable(q: Tensor, k: Tensor, v: Tensor) -> bool:
             and q.shape[0] * q.shape[2] < 65536 and triton_kernel(_build_kernel) is not None)  # (sample, head): grid y
 
 
-def small_head_attention(q: Tensor, k: Tensor, v: Tensor, fused: Optional[bool] = None) -> Tensor:
-    """q (B, Lq, H, D), k/v (B, Lk, H, D) -> (B, Lq, H, D) in q's dtype, softmax scale 1/sqrt(D). fused: None picks
+def small_head_attention(q: Tensor, k: Tensor, v: Tensor, q_gain: Optional[Tensor] = None,
+                         k_gain: Optional[Tensor] = None, fused: Optional[bool] = None) -> Tensor:
+    """q (B, Lq, H, D), k/v (B, Lk, H, D) -> (B, Lq, H, D) in q's dtype, softmax scale 1/sqrt(D). q_gain, k_gain
+    (H, D): RMS-normalise q / k per head first, x / rms(x) * gain (models/multihead_rms_norm.py). fused: None picks
     the Triton kernel where it runs (CUDA, Triton, one half precision, D 16 or 32, contiguous channels, not inside
     torch.compile); True requires it; False: SDPA."""
     if not use_fused(fused, small_head_attention_usable(q, k, v), "small-head attention needs CUDA, Triton, q, k, v "
                      "in one half precision with contiguous channels and D 16 or 32",
                      default=not torch.compiler.is_compiling()):
-        return small_head_attention_reference(q, k, v)
+        return small_head_attention_reference(q, k, v, q_gain, k_gain)
     triton, kernel = triton_kernel(_build_kernel)
     B, LQ, H, D = q.shape
     LK = k.shape[1]
+    tiles = _tiles(LK)
+    if k_gain is not None and LQ > tiles["BLOCK_M"]:     # several query tiles: normalise the keys once, here
+        k, k_gain = multihead_rms_norm(k, k_gain), None
     out = torch.empty(B, LQ, H, D, device=q.device, dtype=q.dtype)
     if out.numel():
-        tiles = _tiles(LK)
         kernel[(triton.cdiv(LQ, tiles["BLOCK_M"]), B * H)](
-            q, k, v, out, D ** -0.5 * LOG2_E, LQ, LK, H, *q.stride()[:3], *k.stride()[:3], *v.stride()[:3],
-            *out.stride()[:3], D=D, EVEN_N=LK % tiles["BLOCK_N"] == 0, **tiles)
+            q, k, v, out, q if q_gain is None else q_gain, q if k_gain is None else k_gain, EPS, D ** -0.5 * LOG2_E,
+            LQ, LK, H, *q.stride()[:3], *k.stride()[:3], *v.stride()[:3], *out.stride()[:3], D=D,
+            EVEN_N=LK % tiles["BLOCK_N"] == 0, NORM_Q=q_gain is not None, NORM_K=k_gain is not None, **tiles)
     return out
 
 
 def _build_kernel(triton, tl):
     @triton.jit
-    def attend_tile(q, k_base, v_base, n, LK, skl, svl, offs_d, m_i, l_i, acc, MASKED: tl.constexpr):
-        """One key tile n of the online softmax: -> (m_i, l_i, acc). MASKED: the tile runs past the last key."""
+    def rms_normalised(x, gain, eps, D: tl.constexpr):
+        """x (rows, D) -> x / rms(x) * gain (D,), in float32."""
+        x = x.to(tl.float32)
+        return x * tl.rsqrt(tl.sum(x * x, 1) / D + eps)[:, None] * gain[None, :]
+
+    @triton.jit
+    def attend_tile(q, k_base, v_base, n, LK, skl, svl, offs_d, m_i, l_i, acc, k_gain, eps, D: tl.constexpr,
+                    MASKED: tl.constexpr, NORM_K: tl.constexpr):
+        """One key tile n of the online softmax: -> (m_i, l_i, acc). MASKED: the tile runs past the last key;
+        NORM_K: RMS-normalise the keys with k_gain (D,) first."""
         if MASKED:
             n_ok = n[:, None] < LK
             k = tl.load(k_base + n[:, None] * skl + offs_d[None, :], mask=n_ok, other=0.0)
@@ -73,6 +95,8 @@ def _build_kernel(triton, tl):
         else:
             k = tl.load(k_base + n[:, None] * skl + offs_d[None, :])
             v = tl.load(v_base + n[:, None] * svl + offs_d[None, :])
+        if NORM_K:
+            k = rms_normalised(k, k_gain, eps, D).to(v.dtype)
         s = tl.dot(q, tl.trans(k))                                              # (BLOCK_M, BLOCK_N)
         if MASKED:
             s = tl.where(n[None, :] < LK, s, float("-inf"))
@@ -82,11 +106,13 @@ def _build_kernel(triton, tl):
         return m_new, l_i * alpha + tl.sum(p, 1), acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
 
     @triton.jit
-    def small_head_attention_kernel(Q, K, V, O, scale_log2, LQ, LK, H, sqb, sql, sqh, skb, skl, skh, svb, svl, svh,
-                                    sob, sol, soh, D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                                    EVEN_N: tl.constexpr):
+    def small_head_attention_kernel(Q, K, V, O, QG, KG, eps, scale_log2, LQ, LK, H, sqb, sql, sqh, skb, skl, skh,
+                                    svb, svl, svh, sob, sol, soh, D: tl.constexpr, BLOCK_M: tl.constexpr,
+                                    BLOCK_N: tl.constexpr, EVEN_N: tl.constexpr, NORM_Q: tl.constexpr,
+                                    NORM_K: tl.constexpr):
         """One program: BLOCK_M queries of one (sample, head) against all keys, online softmax in log2 units; only
-        a last, partial key tile is masked."""
+        a last, partial key tile is masked. NORM_Q / NORM_K: RMS-normalise queries / keys with the per-head gains
+        QG / KG (H, D) as they are loaded."""
         b = tl.program_id(1) // H
         h = tl.program_id(1) % H
         offs_m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
@@ -94,7 +120,10 @@ def _build_kernel(triton, tl):
         offs_n = tl.arange(0, BLOCK_N)
         m_ok = offs_m[:, None] < LQ
         q = tl.load(Q + b.to(tl.int64) * sqb + h * sqh + offs_m[:, None] * sql + offs_d[None, :], mask=m_ok, other=0.0)
+        if NORM_Q:
+            q = rms_normalised(q, tl.load(QG + h * D + offs_d).to(tl.float32), eps, D)
         q = (q * scale_log2).to(Q.dtype.element_ty)
+        k_gain = tl.load(KG + h * D + offs_d).to(tl.float32) if NORM_K else tl.zeros([D], dtype=tl.float32)
         k_base = K + b.to(tl.int64) * skb + h * skh
         v_base = V + b.to(tl.int64) * svb + h * svh
         m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
@@ -103,10 +132,10 @@ def _build_kernel(triton, tl):
         full = LK - LK % BLOCK_N
         for start in range(0, full, BLOCK_N):
             m_i, l_i, acc = attend_tile(q, k_base, v_base, start + offs_n, LK, skl, svl, offs_d, m_i, l_i, acc,
-                                        MASKED=False)
+                                        k_gain, eps, D=D, MASKED=False, NORM_K=NORM_K)
         if not EVEN_N:
             m_i, l_i, acc = attend_tile(q, k_base, v_base, full + offs_n, LK, skl, svl, offs_d, m_i, l_i, acc,
-                                        MASKED=True)
+                                        k_gain, eps, D=D, MASKED=True, NORM_K=NORM_K)
         tl.store(O + b.to(tl.int64) * sob + h * soh + offs_m[:, None] * sol + offs_d[None, :],
                  (acc / l_i[:, None]).to(O.dtype.element_ty), mask=m_ok)
 

@@ -6,7 +6,7 @@ default, or a segmented/windowed one for sparse tokens (models/sparse/attention.
 """
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Callable, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -33,9 +33,13 @@ class SelfAttention(nn.Module):
         _add_qk_norms(self, channels, heads, qk_rms_norm)
         self.to_out = nn.Linear(channels, channels)
 
-    def forward(self, x: Tensor, attend: Attend = attention) -> Tensor:
-        """x (..., L, C) -> (..., L, C)."""
+    def forward(self, x: Tensor, attend: Optional[Attend] = None) -> Tensor:
+        """x (..., L, C) -> (..., L, C). attend None: dense attention, which applies the q/k norms itself (inside
+        its kernel where it can)."""
         q, k, v = self.to_qkv(x).unflatten(-1, (3, self.heads, -1)).unbind(-3)
+        if attend is None:
+            norms = (self.q_rms_norm, self.k_rms_norm) if self.qk_rms_norm else (None, None)
+            return self.to_out(attention(q, k, v, q_norm=norms[0], k_norm=norms[1]).flatten(-2))
         if self.qk_rms_norm:
             q, k = self.q_rms_norm(q), self.k_rms_norm(k)
         return self.to_out(attend(q, k, v).flatten(-2))
@@ -54,9 +58,12 @@ class CrossAttention(nn.Module):
         """context (..., Lc, C_ctx) -> k, v (..., Lc, H, D): compute once, reuse for every query set."""
         return keys_values_of([self], context)[0]
 
-    def forward(self, x: Tensor, kv: tuple[Tensor, Tensor], attend: Attend = attention) -> Tensor:
-        """x (..., L, C), kv from keys_values -> (..., L, C)."""
+    def forward(self, x: Tensor, kv: tuple[Tensor, Tensor], attend: Optional[Attend] = None) -> Tensor:
+        """x (..., L, C), kv from keys_values -> (..., L, C). attend None: dense attention, which applies the query
+        norm itself (the keys are normalised in keys_values)."""
         q = self.to_q(x).unflatten(-1, (self.heads, -1))
+        if attend is None:
+            return self.to_out(attention(q, *kv, q_norm=self.q_rms_norm if self.qk_rms_norm else None).flatten(-2))
         if self.qk_rms_norm:
             q = self.q_rms_norm(q)
         return self.to_out(attend(q, *kv).flatten(-2))
