@@ -33,7 +33,7 @@ from torch import Tensor, nn
 from .config import AttentionHeads, ModelConfig
 from .embeddings import TimestepEmbedder, xyz_sincos_embedding
 from .head_summed_attention import head_summed_attention
-from .residual_layer_norm import residual_layer_norm
+from .residual_layer_norm import add_norm
 from .transformer import CrossAttention, FeedForward, SelfAttention, keys_values_of
 
 
@@ -157,32 +157,10 @@ def folded_static_attention(x: Tensor, fold: FoldedStaticAttention) -> Tensor:
     return F.linear(y.reshape(B, L, -1), fold.out_weight, fold.out_bias)
 
 
-def _add_norm(x: Tensor, delta: Optional[Tensor], gate: Optional[Tensor], norm: nn.LayerNorm,
-              shift: Optional[Tensor] = None, scale: Optional[Tensor] = None,
-              out: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
-    """A residual update and the next norm: x' = x + delta * gate (x + delta without a gate; x without a delta),
-    then norm(x'), adaLN-modulated by shift/scale (B, C) or with the norm's own affine. x, delta (B, T, N, C)
-    -> (x', h); h is written into out (a strided (B, T, N, C) view) when given. Float32: the published
-    operations, bit for bit; half precision: one fused pass (models/residual_layer_norm.py)."""
-    if x.dtype == torch.float32:
-        if delta is not None:
-            x = x + delta if gate is None else x + delta * gate[:, None, None]
-        h = norm(x) if scale is None else norm(x) * (1 + scale[:, None, None]) + shift[:, None, None]
-        return x, (h if out is None else out.copy_(h))
-    weight, bias = (norm.weight, norm.bias) if scale is None else (1 + scale, shift)
-    return residual_layer_norm(x, delta, gate, weight, bias, norm.eps, out)
-
-
-def _norm_modulate(norm: nn.LayerNorm, x: Tensor, shift: Tensor, scale: Tensor) -> Tensor:
-    """adaLN: norm(x) * (1 + scale) + shift; x (B, T, N, C), shift/scale (B, C), norm without affine parameters."""
-    return _add_norm(x, None, None, norm, shift, scale)[1]
-
-
-def _gated_add(x: Tensor, h: Tensor, gate: Tensor) -> Tensor:
-    """x + h * gate; x, h (B, T, N, C), gate (B, C). One kernel in half precision (float32: published order)."""
-    if x.dtype == torch.float32:
-        return x + h * gate[:, None, None]
-    return torch.addcmul(x, h, gate[:, None, None])
+class PendingUpdate(NamedTuple):
+    """A block's last residual update, x + delta * gate, handed on unapplied: the next norm adds it in its pass."""
+    delta: Tensor        # (B, T, N, C)
+    gate: Tensor         # (B, C)
 
 
 class GVFBlock(nn.Module):
@@ -216,22 +194,24 @@ class GVFBlock(nn.Module):
             out += list(self.adaLN_modulation_temporal(mod).chunk(3, dim=1))
         return out + list(s[3:])
 
-    def forward(self, x: Tensor, mod: Tensor, cond: BlockCondition) -> Tensor:
-        """x (B, T, N, C); mod (B, C); cond: this block's part of GVFDiT.condition."""
+    def forward(self, x: Tensor, mod: Tensor, cond: BlockCondition,
+                pending: Optional[PendingUpdate] = None) -> tuple[Tensor, PendingUpdate]:
+        """x (B, T, N, C); mod (B, C); cond: this block's part of GVFDiT.condition; pending: the previous block's
+        MLP update, not yet in x. -> (x, this block's MLP update, not yet in x: the next norm applies it)."""
         B, T, N, C = x.shape
         m = self.modulation(mod)
         shift, scale, gate = m[:3]
-        h = _norm_modulate(self.norm1, x, shift, scale)
+        x, h = add_norm(x, *(pending or (None, None)), self.norm1, shift, scale)
         delta = self.spatial_self_attn(h.reshape(B * T, N, C)).reshape(B, T, N, C)
         if self.temporal:            # the norm writes frame-transposed tokens; the attention reads them as a view
-            x, h = _add_norm(x, delta, gate, self.norm2, *m[3:5], out=x.new_empty(B, N, T, C).transpose(1, 2))
+            x, h = add_norm(x, delta, gate, self.norm2, *m[3:5], out=x.new_empty(B, N, T, C).transpose(1, 2))
             h = self.temporal_self_attn(h.transpose(1, 2).reshape(B * N, T, C))
             delta, gate = h.reshape(B, N, T, C).transpose(1, 2), m[5]
-        x, h = _add_norm(x, delta, gate, self.norm3)
-        x, h = _add_norm(x, attend_context(h, cond.image, self._image_attention), None, self.norm4)
+        x, h = add_norm(x, delta, gate, self.norm3)
+        x, h = add_norm(x, attend_context(h, cond.image, self._image_attention), None, self.norm4)
         shift, scale, gate = m[-3:]
-        x, h = _add_norm(x, attend_context(h, cond.static, self._static_attention), None, self.norm5, shift, scale)
-        return _gated_add(x, self.mlp(h), gate)
+        x, h = add_norm(x, attend_context(h, cond.static, self._static_attention), None, self.norm5, shift, scale)
+        return x, PendingUpdate(self.mlp(h), gate)
 
     def _image_attention(self, x: Tensor, kv: tuple[Tensor, Tensor]) -> Tensor:
         """x (B, T, N, C): each frame's tokens attend to that frame's image tokens."""
@@ -254,9 +234,10 @@ class FinalLayer(nn.Module):
         self.linear = nn.Linear(channels, out_channels)
         self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(channels, 2 * channels))
 
-    def forward(self, x: Tensor, c: Tensor) -> Tensor:
+    def forward(self, x: Tensor, c: Tensor, pending: PendingUpdate) -> Tensor:
+        """x (B, T, N, C) and the last block's pending update, c (B, C) -> (B, T, N, C_out)."""
         shift, scale = self.adaLN_modulation(c).chunk(2, dim=1)
-        return self.linear(_norm_modulate(self.norm_final, x, shift, scale))
+        return self.linear(add_norm(x, *pending, self.norm_final, shift, scale)[1])
 
 
 class GVFDiT(nn.Module):
@@ -336,9 +317,10 @@ class GVFDiT(nn.Module):
             h = h + xyz_sincos_embedding(deformation_position_xyz, self.config.model_channels)[:, None].to(h.dtype)
         elif self.config.pe_mode == "learnable":
             h = h + self.pos_embedder
+        pending = None
         for block, cond in zip(self.blocks, condition):
-            h = block(h, mod, cond)
-        return self.final_layer(h, mod)
+            h, pending = block(h, mod, cond, pending)
+        return self.final_layer(h, mod, pending)
 
     def config_dict(self) -> dict:
         return asdict(self.config)

@@ -4,15 +4,16 @@
     h  = layer_norm(x') * weight + bias      (weight, bias: adaLN's per-sample 1 + scale and shift, or the norm's own)
 
 x, delta (B, T, N, C) with contiguous channels and any token strides (the DiT's temporal branch reads and writes
-frame-transposed views); gate (B, C); weight, bias (B, C) per sample or (C,) shared. Returns x' (contiguous) and
-h, written into `out` (any strides over (B, T, N, C)) when given.
+frame-transposed views); gate (B, C); weight, bias (B, C) per sample, (C,) shared, or None (no affine). Returns x'
+(contiguous) and h, written into `out` (any strides over (B, T, N, C)) when given.
 
 In the GVF DiT every attention's residual is followed by the next layer norm. PyTorch runs them as element-wise
 kernels (not vectorised where a per-sample gate is broadcast over tokens or the update comes frame-transposed) and a
 layer-norm kernel that reaches a third of the memory bandwidth on 512-channel rows: 4.2 of 19.6 ms of kernel time in
 a B=1 step on an H100 (torch.profiler). The Triton kernel reads x and delta once and writes x' and h once: 0.030 ms
 against 0.065 ms for a gated update and norm of 32 x 512 tokens (0.089 ms frame-transposed), 0.019 against 0.034 ms
-for a modulated norm alone. `residual_layer_norm_reference` is the PyTorch path.
+for a modulated norm alone. `residual_layer_norm_reference` is the PyTorch path. `add_norm` is what the models call:
+the published operations in float32, the fused pass in half precision.
 """
 from __future__ import annotations
 
@@ -20,29 +21,49 @@ from typing import Optional
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from .triton_kernels import triton_kernel, use_fused
 
 
-def residual_layer_norm_reference(x: Tensor, delta: Optional[Tensor], gate: Optional[Tensor], weight: Tensor,
-                                  bias: Tensor, eps: float, out: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
+def add_norm(x: Tensor, delta: Optional[Tensor], gate: Optional[Tensor], norm: nn.LayerNorm,
+             shift: Optional[Tensor] = None, scale: Optional[Tensor] = None,
+             out: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
+    """A residual update and the next norm: x' = x + delta * gate (x + delta without a gate; x without a delta),
+    then norm(x'), adaLN-modulated by shift/scale (B, C) or with the norm's own affine (if any). x, delta
+    (B, T, N, C) -> (x', h); h is written into out (a strided (B, T, N, C) view) when given. Float32: the published
+    operations, bit for bit; half precision: residual_layer_norm (one fused pass on CUDA)."""
+    if x.dtype == torch.float32:
+        if delta is not None:
+            x = x + delta if gate is None else x + delta * gate[:, None, None]
+        h = norm(x) if scale is None else norm(x) * (1 + scale[:, None, None]) + shift[:, None, None]
+        return x, (h if out is None else out.copy_(h))
+    weight, bias = (norm.weight, norm.bias) if scale is None else (1 + scale, shift)
+    return residual_layer_norm(x, delta, gate, weight, bias, norm.eps, out)
+
+
+def residual_layer_norm_reference(x: Tensor, delta: Optional[Tensor], gate: Optional[Tensor],
+                                  weight: Optional[Tensor], bias: Optional[Tensor], eps: float,
+                                  out: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
     """PyTorch path, same arguments as residual_layer_norm. One sample's modulation is the norm's affine transform
     (one kernel, one rounding)."""
     if delta is not None:
         x = x + delta if gate is None else torch.addcmul(x, delta, gate[:, None, None])
     C = x.shape[-1]
-    if weight.ndim == 1 or x.shape[0] == 1:
+    if weight is None:
+        h = F.layer_norm(x, (C,), eps=eps)
+    elif weight.ndim == 1 or x.shape[0] == 1:
         h = F.layer_norm(x, (C,), weight.reshape(-1, C)[0], bias.reshape(-1, C)[0], eps)
     else:
         h = F.layer_norm(x, (C,), eps=eps) * weight[:, None, None] + bias[:, None, None]
     return x, (h if out is None else out.copy_(h))
 
 
-def residual_layer_norm(x: Tensor, delta: Optional[Tensor], gate: Optional[Tensor], weight: Tensor, bias: Tensor,
-                        eps: float, out: Optional[Tensor] = None,
+def residual_layer_norm(x: Tensor, delta: Optional[Tensor], gate: Optional[Tensor], weight: Optional[Tensor],
+                        bias: Optional[Tensor], eps: float, out: Optional[Tensor] = None,
                         fused: Optional[bool] = None) -> tuple[Tensor, Tensor]:
-    """x, delta (B, T, N, C), gate (B, C) or None, weight/bias (B, C) or (C,) -> (x' (B, T, N, C), h (B, T, N, C)).
+    """x, delta (B, T, N, C), gate (B, C) or None, weight/bias (B, C), (C,) or None -> (x' (B, T, N, C),
+    h (B, T, N, C)).
     fused: None picks the Triton kernel where it runs (CUDA, half precision, Triton, contiguous channels, not inside
     torch.compile, which fuses the PyTorch form itself); True requires it; False: PyTorch."""
     B, T, N, C = x.shape
@@ -62,10 +83,11 @@ def residual_layer_norm(x: Tensor, delta: Optional[Tensor], gate: Optional[Tenso
         d = delta if delta is not None else x
         sample_stride = lambda t: t.stride(0) if t.ndim == 2 else 0      # noqa: E731  (shared weights: 0)
         kernel[(triton.cdiv(rows, block),)](
-            x, d, gate if gate is not None else weight, weight, bias, updated, h, rows, T, N, C, eps,
-            *x.stride()[:3], *d.stride()[:3], 0 if gate is None else gate.stride(0), sample_stride(weight),
-            sample_stride(bias), *h.stride()[:3],
-            HAS_DELTA=delta is not None, HAS_GATE=gate is not None, BLOCK_ROWS=block, BLOCK_C=width, num_warps=4)
+            x, d, x if gate is None else gate, x if weight is None else weight, x if bias is None else bias,
+            updated, h, rows, T, N, C, eps, *x.stride()[:3], *d.stride()[:3], 0 if gate is None else gate.stride(0),
+            0 if weight is None else sample_stride(weight), 0 if bias is None else sample_stride(bias),
+            *h.stride()[:3], HAS_DELTA=delta is not None, HAS_GATE=gate is not None, AFFINE=weight is not None,
+            BLOCK_ROWS=block, BLOCK_C=width, num_warps=4)
     return updated, h
 
 
@@ -73,7 +95,8 @@ def _build_kernel(triton, tl):
     @triton.jit
     def residual_layer_norm_kernel(X, D, G, W, Bias, XO, HO, R, T, N, C, eps,
                sxb, sxt, sxn, sdb, sdt, sdn, sgb, swb, sbb, shb, sht, shn,
-               HAS_DELTA: tl.constexpr, HAS_GATE: tl.constexpr, BLOCK_ROWS: tl.constexpr, BLOCK_C: tl.constexpr):
+               HAS_DELTA: tl.constexpr, HAS_GATE: tl.constexpr, AFFINE: tl.constexpr, BLOCK_ROWS: tl.constexpr,
+               BLOCK_C: tl.constexpr):
         rows = tl.program_id(0).to(tl.int64) * BLOCK_ROWS + tl.arange(0, BLOCK_ROWS)
         cols = tl.arange(0, BLOCK_C)
         ok = (rows < R)[:, None] & (cols < C)[None, :]
@@ -89,9 +112,10 @@ def _build_kernel(triton, tl):
         mean = tl.sum(x, 1) / C
         centred = tl.where(ok, x - mean[:, None], 0.0)
         inv = tl.rsqrt(tl.sum(centred * centred, 1) / C + eps)
-        w = tl.load(W + b[:, None] * swb + cols[None, :], mask=ok, other=0.0).to(tl.float32)
-        bias = tl.load(Bias + b[:, None] * sbb + cols[None, :], mask=ok, other=0.0).to(tl.float32)
-        h = centred * inv[:, None] * w + bias
+        h = centred * inv[:, None]
+        if AFFINE:
+            w = tl.load(W + b[:, None] * swb + cols[None, :], mask=ok, other=0.0).to(tl.float32)
+            h = h * w + tl.load(Bias + b[:, None] * sbb + cols[None, :], mask=ok, other=0.0).to(tl.float32)
         tl.store(HO + (b * shb + t * sht + n * shn)[:, None] + cols[None, :], h.to(HO.dtype.element_ty), mask=ok)
 
     return residual_layer_norm_kernel
