@@ -165,7 +165,7 @@ def test_fused_geglu_agrees_with_the_pytorch_path(dtype, shape):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="the Triton kernel needs a GPU (run on the GPU machine)")
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("case", ["gated, per-sample modulation, frame-transposed", "no update, one sample",
-                                  "ungated, the norm's own affine"])
+                                  "ungated, the norm's own affine", "ungated, no affine"])
 def test_fused_residual_layer_norm_agrees_with_the_pytorch_path(dtype, case):
     from gvf4d.models.residual_layer_norm import residual_layer_norm
     g = torch.Generator(device="cuda").manual_seed(0)
@@ -176,10 +176,13 @@ def test_fused_residual_layer_norm_agrees_with_the_pytorch_path(dtype, case):
     weight, bias = (1 + 0.3 * r(B, C), r(B, C)) if B > 1 or case.startswith("no") else (1 + 0.3 * r(C), r(C))
     if case.startswith("no"):
         delta = None
+    if case.endswith("no affine"):
+        weight = bias = None
     exact_x = x if delta is None else x + delta * (1 if gate is None else gate[:, None, None])
     exact_h = torch.nn.functional.layer_norm(exact_x, (C,), eps=1e-6)
     per_sample = lambda t: t[:, None, None] if t.ndim == 2 else t   # noqa: E731
-    exact_h = exact_h * per_sample(weight) + per_sample(bias)
+    if weight is not None:
+        exact_h = exact_h * per_sample(weight) + per_sample(bias)
     half = lambda t: None if t is None else t.to(dtype)   # noqa: E731
     args = [half(t) for t in (x, delta, gate, weight, bias)]
     results = {}
@@ -198,20 +201,28 @@ def test_fused_residual_layer_norm_agrees_with_the_pytorch_path(dtype, case):
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("shape", [(2, 512, 16, 32, 1370), (3, 77, 2, 16, 256), (1, 1, 4, 32, 65), (64, 32, 16, 32, 32),
                                    (5, 20, 3, 16, 17)])
-def test_small_head_attention_agrees_with_sdpa(dtype, shape):
+@pytest.mark.parametrize("normed", [False, True])
+def test_small_head_attention_agrees_with_sdpa(dtype, shape, normed):
+    from gvf4d.models.attention import MultiHeadRMSNorm
     from gvf4d.models.small_head_attention import small_head_attention
     B, LQ, H, D, LK = shape         # whole and partial query/key tiles of both tilings (long and short keys)
     g = torch.Generator(device="cuda").manual_seed(0)
     qkv = torch.randn(B, LQ, 3, H, D, device="cuda", generator=g)
     q = qkv[:, :, 0]                              # a strided view of a fused projection, as the layers pass it
     k, v = torch.randn(2, B, LK, H, D, device="cuda", generator=g).unbind(0)
-    exact = small_head_attention(q, k, v, fused=False)                           # float32 SDPA
-    ref = small_head_attention(q.to(dtype), k.to(dtype), v.to(dtype), fused=False).float()
-    fused = small_head_attention(q.to(dtype), k.to(dtype), v.to(dtype), fused=True).float()
+    norms = [MultiHeadRMSNorm(D, H).cuda() for _ in range(2)] if normed else [None, None]
+    for norm in norms if normed else []:          # per-head RMS norms of q and k (the DiT's self-attentions)
+        torch.nn.init.uniform_(norm.gamma, 0.5, 2.0, generator=g)
+    gains = [None if n is None else n.gamma.detach() for n in norms]
+    half = [t.to(dtype) for t in (q, k, v)]
+    exact = small_head_attention(q, k, v, *gains, fused=False)                   # float32 SDPA
+    ref = small_head_attention(*half, *[None if t is None else t.to(dtype) for t in gains], fused=False).float()
+    fused = small_head_attention(*half, *gains, fused=True).float()
     assert fused.shape == (B, LQ, H, D)
     err = lambda a: ((a - exact).norm() / exact.norm()).item()   # noqa: E731
     assert err(fused) <= 1.5 * err(ref) + 1e-4, (err(fused), err(ref))
-    assert attention(q.to(dtype), k.to(dtype), v.to(dtype)).float().sub(fused).abs().max() == 0   # auto picks it
+    with torch.no_grad():                         # auto picks the kernel, the norms' gains go into it
+        assert attention(*half, q_norm=norms[0], k_norm=norms[1]).float().sub(fused).abs().max() == 0
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="the Triton kernels need a GPU (run on the GPU machine)")
@@ -293,6 +304,10 @@ def test_head_summed_attention_is_per_frame_softmax_attention_summed_over_heads(
     w = torch.softmax(torch.einsum("bmhd,btnhd->bthmn", q, k) * 0.3, -1)
     expected = torch.einsum("bthmn,btnhe->btme", w, v)
     torch.testing.assert_close(head_summed_attention(q, k, v, 0.3), expected)
+    bias, out = torch.randn(14), torch.full((2, 4, 20, 14), float("nan"))
+    result = head_summed_attention(q, k, v, 0.3, bias=bias, out=out[:, :, 5:14])       # into a slice, in place
+    assert result.data_ptr() == out[:, :, 5:14].data_ptr() and out[:, :, :5].isnan().all()
+    torch.testing.assert_close(out[:, :, 5:14], expected + bias)
     with pytest.raises(RuntimeError, match="needs CUDA"):
         head_summed_attention(q, k, v, 0.3, fused=True)
     with pytest.raises(ValueError, match="do not match"):
@@ -303,17 +318,26 @@ def test_head_summed_attention_is_per_frame_softmax_attention_summed_over_heads(
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("shape", [(1, 1000, 12, 64, 32, 512, 14), (2, 77, 1, 16, 1, 300, 14), (1, 64, 3, 32, 2, 64, 40)])
 def test_fused_head_summed_attention_agrees_with_the_pytorch_path(dtype, shape):
-    from gvf4d.models.head_summed_attention import head_summed_attention
+    from gvf4d.models.head_summed_attention import head_summed_attention, value_width
     B, M, H, D, T, N, E = shape                     # whole and partial query/key tiles, one and many heads
     g = torch.Generator(device="cuda").manual_seed(0)
     q = torch.randn(B, M, H, D, device="cuda", generator=g)
     k = torch.randn(B, T, N, H, D, device="cuda", generator=g)
     v = torch.randn(B, T, N, H, E, device="cuda", generator=g)
-    exact = head_summed_attention(q, k, v, D ** -0.5)                            # float32, PyTorch
-    ref = head_summed_attention(q.to(dtype), k.to(dtype), v.to(dtype), D ** -0.5, fused=False).float()
-    fused = head_summed_attention(q.to(dtype), k.to(dtype), v.to(dtype), D ** -0.5, fused=True).float()
+    bias = torch.randn(E, device="cuda", generator=g)
+    exact = head_summed_attention(q, k, v, D ** -0.5, bias)                      # float32, PyTorch
+    half = [t.to(dtype) for t in (q, k, v)]
+    ref = head_summed_attention(*half, D ** -0.5, bias.to(dtype), fused=False).float()
+    out = torch.full((B, T, M + 9, E), float("nan"), device="cuda", dtype=dtype)  # written into a slice
+    fused = head_summed_attention(*half, D ** -0.5, bias.to(dtype), out=out[:, :, 4:M + 4], fused=True).float()
+    assert out[:, :, :4].isnan().all() and out[:, :, M + 4:].isnan().all()
     err = lambda a: ((a - exact).norm() / exact.norm()).item()   # noqa: E731
     assert err(fused) <= 1.5 * err(ref) + 1e-4, (err(fused), err(ref))           # within the half path's rounding
+    # values laid out value_width(E) apart are read in place; what lies past channel E is never used
+    roomy = torch.full((B, T, N, H, value_width(E)), float("nan"), device="cuda", dtype=dtype)
+    roomy[..., :E] = half[2]
+    in_place = head_summed_attention(*half[:2], roomy[..., :E], D ** -0.5, bias.to(dtype), fused=True).float()
+    assert torch.equal(in_place, fused)
 
 
 def test_sdpa_attention_is_plain_softmax_attention():

@@ -1,8 +1,8 @@
 """Softmax attention of one query set against many key/value sets, summed over heads:
 
-    out[b, t, m] = sum_h softmax(q[b, m, h] . k[b, t, :, h] * scale) @ v[b, t, :, h]
+    out[b, t, m] = sum_h softmax(q[b, m, h] . k[b, t, :, h] * scale) @ v[b, t, :, h]  (+ bias)
 
-q (B, M, H, D) is shared by the T key/value sets k (B, T, N, H, D), v (B, T, N, H, E); out (B, T, M, E).
+q (B, M, H, D) is shared by the T key/value sets k (B, T, N, H, D), v (B, T, N, H, E); out (B, T, M, E), bias (E,).
 This is the motion-VAE decoder's cross-attention once its value, output and head projections are folded into
 per-head 14-channel values (every Gaussian queries every frame with the same query), and, with H = 1, any
 attention whose heads share their keys and values.
@@ -23,7 +23,8 @@ LOG2_E = 1.4426950408889634
 
 
 def head_summed_attention_reference(q: Tensor, k: Tensor, v: Tensor, scale: float) -> Tensor:
-    """PyTorch path. q (B, M, H, D), k (B, T, N, H, D), v (B, T, N, H, E) -> (B, T, M, E) in q's dtype."""
+    """PyTorch path, without bias and out. q (B, M, H, D), k (B, T, N, H, D), v (B, T, N, H, E) -> (B, T, M, E) in
+    q's dtype."""
     B, M, H, D = q.shape
     T, E = k.shape[1], v.shape[-1]
     if q.is_cuda and E != D:     # the fused SDPA kernels want equal widths: zeros change no score and no output
@@ -36,10 +37,12 @@ def head_summed_attention_reference(q: Tensor, k: Tensor, v: Tensor, scale: floa
     return out.sum(1)[..., :E].reshape(B, T, M, E)
 
 
-def head_summed_attention(q: Tensor, k: Tensor, v: Tensor, scale: float, fused: bool | None = None) -> Tensor:
-    """q (B, M, H, D), k (B, T, N, H, D), v (B, T, N, H, E) -> (B, T, M, E) in q's dtype.
-    fused: None picks the Triton kernel where it runs (CUDA, half precision, Triton installed, D one of 16, 32, 64,
-    128, E < 64); True requires it; False takes the PyTorch path."""
+def head_summed_attention(q: Tensor, k: Tensor, v: Tensor, scale: float, bias: Tensor | None = None,
+                          out: Tensor | None = None, fused: bool | None = None) -> Tensor:
+    """q (B, M, H, D), k (B, T, N, H, D), v (B, T, N, H, E), bias (E,) or None -> (B, T, M, E) in q's dtype, written
+    into out (any strides, e.g. a slice of a larger result) when given. fused: None picks the Triton kernel where
+    it runs (CUDA, half precision, Triton installed, D one of 16, 32, 64, 128, E < 64); True requires it; False
+    takes the PyTorch path."""
     B, M, H, D = q.shape
     T, N, E = k.shape[1], k.shape[2], v.shape[-1]
     if k.shape != (B, T, N, H, D) or v.shape[:4] != (B, T, N, H):
@@ -48,36 +51,54 @@ def head_summed_attention(q: Tensor, k: Tensor, v: Tensor, scale: float, fused: 
               and D in (16, 32, 64, 128) and E < 64 and triton_kernel(_build_kernel) is not None)
     if not use_fused(fused, usable, "head-summed attention needs CUDA, Triton, q, k, v in one half precision, "
                      "D one of 16, 32, 64, 128 and E < 64"):
-        return head_summed_attention_reference(q, k, v, scale)
+        result = head_summed_attention_reference(q, k, v, scale)
+        result = result if bias is None else result + bias
+        return result if out is None else out.copy_(result)
     if torch.compiler.is_compiling():
-        return torch.ops.gvf4d.head_summed_attention(q, k, v, scale)
-    return _launch(q, k, v, scale)      # directly: the operator's dispatch adds ~25 us of CPU per call
+        result = torch.ops.gvf4d.head_summed_attention(q, k, v, scale, bias)
+        return result if out is None else out.copy_(result)
+    return _launch(q, k, v, scale, bias, out)      # directly: the operator's dispatch adds ~25 us of CPU per call
 
 
 @torch.library.custom_op("gvf4d::head_summed_attention", mutates_args=())
-def _fused(q: Tensor, k: Tensor, v: Tensor, scale: float) -> Tensor:
+def _fused(q: Tensor, k: Tensor, v: Tensor, scale: float, bias: Tensor | None) -> Tensor:
     """The kernel as one operator for torch.compile (opaque to it; CUDA graphs capture its launch)."""
-    return _launch(q, k, v, scale)
+    return _launch(q, k, v, scale, bias, None)
 
 
 @_fused.register_fake
-def _(q: Tensor, k: Tensor, v: Tensor, scale: float) -> Tensor:
+def _(q: Tensor, k: Tensor, v: Tensor, scale: float, bias: Tensor | None) -> Tensor:
     return q.new_empty(q.shape[0], k.shape[1], q.shape[1], v.shape[-1])
 
 
-def _launch(q: Tensor, k: Tensor, v: Tensor, scale: float) -> Tensor:
+def value_width(channels: int) -> int:
+    """The kernel's value tile width for E channels: a power of two (at least 16) with at least one spare channel,
+    where the kernel puts ones, so the value product also sums the probabilities (the softmax denominator costs no
+    extra pass). Values laid out `value_width(E)` apart (a [..., :E] view) are read in place; others are copied
+    into that layout per call."""
+    return max(16, 1 << channels.bit_length())
+
+
+def _readable_at_width(v: Tensor, width: int) -> bool:
+    """Whether every row of v (contiguous channels) can be read `width` channels wide within its storage (the
+    channels past E are read but never used)."""
+    last = v.storage_offset() + sum((n - 1) * s for n, s in zip(v.shape, v.stride()))
+    return v.stride(-1) == 1 and last + width - v.shape[-1] < v.untyped_storage().nbytes() // v.element_size()
+
+
+def _launch(q: Tensor, k: Tensor, v: Tensor, scale: float, bias: Tensor | None, out: Tensor | None) -> Tensor:
     triton, kernel = triton_kernel(_build_kernel)
     B, M, H, D = q.shape
     T, N, E = k.shape[1], k.shape[2], v.shape[-1]
-    # values padded to a power of two (at least 16) with at least one spare channel: the kernel puts ones there,
-    # so the value product also sums the probabilities (the softmax denominator costs no extra pass)
-    width = max(16, 1 << E.bit_length())
-    v = F.pad(v, (0, width - E))
-    out = torch.empty(B, T, M, E, device=q.device, dtype=q.dtype)
+    width = value_width(E)
+    if not _readable_at_width(v, width):
+        v = F.pad(v, (0, width - E))
+    if out is None:
+        out = torch.empty(B, T, M, E, device=q.device, dtype=q.dtype)
     grid = (triton.cdiv(M, BLOCK_M), B * T)
-    kernel[grid](q, k, v, out, scale * LOG2_E, M, N, T, H, *q.stride(), *k.stride(), *v.stride(), *out.stride(),
-                 D=D, E=E, E_PAD=width, BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N, EVEN_N=N % BLOCK_N == 0,
-                 num_warps=4, num_stages=3)
+    kernel[grid](q, k, v, out, q if bias is None else bias, scale * LOG2_E, M, N, T, H, *q.stride(), *k.stride(),
+                 *v.stride(), *out.stride(), D=D, E=E, E_PAD=width, BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N,
+                 EVEN_N=N % BLOCK_N == 0, HAS_BIAS=bias is not None, num_warps=4, num_stages=3)
     return out
 
 
@@ -89,11 +110,12 @@ BLOCK_M, BLOCK_N = 64, 128
 
 def _build_kernel(triton, tl):
     @triton.jit
-    def head_summed_attention_kernel(Q, K, V, O, scale_log2, M, N, T, H,
+    def head_summed_attention_kernel(Q, K, V, O, Bias, scale_log2, M, N, T, H,
                sqb, sqm, sqh, sqd, skb, skt, skn, skh, skd, svb, svt, svn, svh, sve, sob, sot, som, soe,
                D: tl.constexpr, E: tl.constexpr, E_PAD: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-               EVEN_N: tl.constexpr):
-        """One program: BLOCK_M queries against the keys/values of one (b, t), all heads, online softmax."""
+               EVEN_N: tl.constexpr, HAS_BIAS: tl.constexpr):
+        """One program: BLOCK_M queries against the keys/values of one (b, t), all heads, online softmax. Value
+        rows are read E_PAD wide; channel E of the tile is set to ones, the channels past it are never used."""
         pid_m = tl.program_id(0)
         bt = tl.program_id(1)
         b = bt // T
@@ -130,6 +152,8 @@ def _build_kernel(triton, tl):
                 acc = acc * tl.exp2(m_i - m_new)[:, None] + tl.dot(p, v.to(V.dtype.element_ty))
                 m_i = m_new
             out += acc / tl.sum(tl.where(ones, acc, 0.0), 1)[:, None]
+        if HAS_BIAS:
+            out += tl.load(Bias + offs_e, mask=offs_e < E, other=0.0).to(tl.float32)[None, :]
         tl.store(O + b * sob + t * sot + offs_m[:, None] * som + offs_e[None, :] * soe,
                  out.to(O.dtype.element_ty), mask=m_ok & (offs_e[None, :] < E))
 

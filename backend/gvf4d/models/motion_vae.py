@@ -13,12 +13,14 @@ from dataclasses import asdict, dataclass
 from typing import Optional
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .attention import attention
 from .config import ModelConfig
 from .decoder_queries import decoder_queries, decoder_queries_usable
-from .head_summed_attention import head_summed_attention
+from .head_summed_attention import head_summed_attention, value_width
+from .residual_layer_norm import add_norm
 from .embeddings import PointFourierEmbed
 from .geglu import geglu
 from .fps import farthest_point_sampling
@@ -149,14 +151,17 @@ class MotionVAE(nn.Module):
                 module.to(dtype)
         return self
 
-    def decode_context(self, latents: Tensor) -> Tensor:
-        """latents (B*T, L, latent_dim) -> the context every Gaussian queries (B*T, L, dim), in the decoder's
-        weight dtype (float32 under autocast)."""
-        x = self.proj(latents.to(self.proj.weight.dtype))
-        for self_attn, self_ff in self.layers:
-            x = self_attn(x) + x
-            x = self_ff(x) + x
-        return x
+    def decode_context(self, latents: Tensor) -> tuple[Tensor, Tensor]:
+        """latents (B*T, L, latent_dim) -> (the context every Gaussian queries (B*T, L, dim), that context as the
+        decoder cross-attention reads it: normalised), in the decoder's weight dtype (float32 under autocast).
+        Every residual is added in the pass of the norm after it (one fused pass in half precision)."""
+        x = self.proj(latents.to(self.proj.weight.dtype))[None]              # (1, B*T, L, dim): add_norm's layout
+        norms = [layer.norm for pair in self.layers for layer in pair] + [self.decoder_cross_attn.norm_context]
+        x, h = add_norm(x, None, None, norms[0])
+        for i, (self_attn, self_ff) in enumerate(self.layers):
+            x, h = add_norm(x, self_attn.fn(h[0])[None], None, norms[2 * i + 1])
+            x, h = add_norm(x, self_ff.fn(h), None, norms[2 * i + 2])
+        return x[0], h[0]
 
     def embed_queries(self, gaussians: Tensor) -> Tensor:
         """gaussians (B, Q, 14) canonical rows -> (B, Q, dim). Independent of the frame."""
@@ -188,46 +193,52 @@ class MotionVAE(nn.Module):
             out = out + self.decoder_ff(out)
         return self.to_outputs(out).reshape(B, T, q, -1)
 
-    def folded_values(self, context: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """For the folded decoder: the cross-attention's keys (B*T, L, H, D) and its values already carried
-        through the output projection and the head, per head: (B*T, L, H, 14), plus the constant term (14,).
-        Valid when there is no decoder MLP (the published model)."""
+    def folded_values(self, normed_context: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """For the folded decoder, from the normalised context (decode_context's second output): the
+        cross-attention's keys (B*T, L, H, D) and its values already carried through the output projection and the
+        head, per head: (B*T, L, H, 14), plus the constant term (14,). Valid when there is no decoder MLP (the
+        published model)."""
         attn = self.decoder_cross_attn.fn
-        ctx = self.decoder_cross_attn.norm_context(context)
-        k, v = attn.to_kv(ctx).chunk(2, dim=-1)
+        k, v = attn.to_kv(normed_context).chunk(2, dim=-1)
         k, v = attn.split_heads(k), attn.split_heads(v)                       # (BT, L, H, D)
         H, D = v.shape[-2:]
         w_out = attn.to_out.weight.reshape(-1, H, D)                          # (dim, H, D)
         fold = torch.einsum("od,dhe->hoe", self.to_outputs.weight.to(w_out.dtype), w_out)   # (H, 14, D)
-        values = torch.einsum("blhe,hoe->blho", v, fold.to(v.dtype))          # (BT, L, H, 14)
+        E = fold.shape[1]          # laid out value_width(14) apart: the attention kernel reads them in place
+        fold = F.pad(fold, (0, 0, 0, value_width(E) - E))
+        values = torch.einsum("blhe,hoe->blho", v, fold.to(v.dtype))[..., :E]  # (BT, L, H, 14)
         const = self.to_outputs.weight @ attn.to_out.bias + self.to_outputs.bias
         return k, values, const
 
-    def decode_chunk_folded(self, query_rows: Tensor, keys: Tensor, values: Tensor, const: Tensor) -> Tensor:
+    def decode_chunk_folded(self, query_rows: Tensor, keys: Tensor, values: Tensor, const: Tensor,
+                            out: Optional[Tensor] = None) -> Tensor:
         """Same result as decode_chunk (given query_rows = query_rows(gaussians)), with the value, output and head
         projections folded into the values: per Gaussian and frame one attention whose values are already the 14
         output channels, summed over heads (no 768x768 output projection per Gaussian and frame; the query is
-        shared by all frames). -> (B, T, q, 14)."""
+        shared by all frames). -> (B, T, q, 14), written into out (a view) when given."""
         B = query_rows.shape[0]
         attn = self.decoder_cross_attn.fn
         qh = attn.split_heads(attn.to_q(query_rows))                          # (B, q, H, D), once per chunk
         per_sample = lambda t: t.reshape(B, t.shape[0] // B, *t.shape[1:]).to(qh.dtype)   # noqa: E731
-        out = head_summed_attention(qh, per_sample(keys), per_sample(values), qh.shape[-1] ** -0.5)
-        return out + const.to(out.dtype)
+        return head_summed_attention(qh, per_sample(keys), per_sample(values), qh.shape[-1] ** -0.5,
+                                     bias=const.to(qh.dtype), out=out)
 
     def decode(self, latents: Tensor, gaussians: Tensor, chunk_size: int | None = None, folded: bool = True) -> Tensor:
         """latents (B*T, L, latent_dim), gaussians (B, Q, 14) -> deltas (B, T, Q, 14), Q handled in chunks.
-        folded: the folded decoder (no decoder MLP only); else the published computation."""
-        context = self.decode_context(latents)
+        folded: the folded decoder (no decoder MLP only), each chunk written into the result in place; else the
+        published computation."""
+        context, normed_context = self.decode_context(latents)
         chunk = chunk_size or self.config.chunk_size
+        (B, Q), T = gaussians.shape[:2], latents.shape[0] // gaussians.shape[0]
         if folded and self.decoder_ff is None:
-            keys, values, const = self.folded_values(context)
-            outs = [self.decode_chunk_folded(self.query_rows(gaussians[:, i:i + chunk]), keys, values, const)
-                    for i in range(0, gaussians.shape[1], chunk)]
-        else:
-            outs = [self.decode_chunk(self.embed_queries(gaussians[:, i:i + chunk]), context)
-                    for i in range(0, gaussians.shape[1], chunk)]
-        return torch.cat(outs, dim=2)
+            keys, values, const = self.folded_values(normed_context)
+            out = keys.new_empty(B, T, Q, self.config.output_dim)
+            for i in range(0, Q, chunk):
+                self.decode_chunk_folded(self.query_rows(gaussians[:, i:i + chunk]), keys, values, const,
+                                         out=out[:, :, i:i + chunk])
+            return out
+        return torch.cat([self.decode_chunk(self.embed_queries(gaussians[:, i:i + chunk]), context)
+                          for i in range(0, Q, chunk)], dim=2)
 
     # ---------------------------------------------------------------- encoder
     def sample_gaussians(self, gaussians: list[Tensor]) -> Tensor:
