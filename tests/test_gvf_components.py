@@ -257,9 +257,11 @@ def test_feed_forward_gelu_epilogue_agrees_with_the_published_layers(dtype):
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="the Triton kernel needs a GPU (run on the GPU machine)")
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-def test_fused_decoder_query_rows_agree_with_the_modules(dtype):
+@pytest.mark.parametrize("extent", [0.5, 40.0])
+def test_fused_decoder_query_rows_agree_with_the_modules(dtype, extent):
     """The motion-VAE decoder's query rows (Gaussian embedding + Fourier position encoding, three norms) in one
-    kernel, against the modules' computation in the same half precision, both measured against float32."""
+    kernel, against the modules' computation in the same half precision, both measured against float32. Positions
+    inside the unit cube (normalised Gaussians) and far outside it (the kernel's sine reduces its argument)."""
     import copy
     from gvf4d.models.motion_vae import MotionVAE, MotionVAEConfig
     torch.manual_seed(0)
@@ -267,7 +269,7 @@ def test_fused_decoder_query_rows_agree_with_the_modules(dtype):
     for p in vae.gs_embedding.parameters():
         torch.nn.init.normal_(p, std=0.3)
     g = torch.randn(1, 1000, 14, device="cuda")
-    g[..., :3] *= 0.5                                   # positions inside the unit cube, as normalised Gaussians
+    g[..., :3] *= extent
     with torch.no_grad():
         exact = vae.decoder_cross_attn.norm(vae.embed_queries(g))
         half = copy.deepcopy(vae).cast_decoder(dtype)
