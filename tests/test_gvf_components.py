@@ -280,6 +280,19 @@ def test_fused_decoder_query_rows_agree_with_the_modules(dtype, extent):
     assert fused.shape == exact.shape and err(fused) <= 1.5 * err(modules) + 1e-4, (err(fused), err(modules))
 
 
+def test_folded_decoder_values_are_laid_out_for_the_attention_kernel():
+    """Rows of value_width(14) channels with the heads side by side, as the head-summed kernel reads them in place
+    (through TMA on sm_90+): no copy per chunk. (torch.einsum alone returns them head-major.)"""
+    from gvf4d.models.head_summed_attention import _readable_at_width, value_width
+    from gvf4d.models.motion_vae import MotionVAE, MotionVAEConfig
+    vae = MotionVAE(MotionVAEConfig(depth=1, dim=96, queries_dim=96, heads=2)).eval()
+    with torch.no_grad():
+        keys, values, _ = vae.folded_values(torch.randn(3, 20, 96))
+    width = value_width(14)
+    assert values.shape == (3, 20, 2, 14) and values.stride() == (20 * 2 * width, 2 * width, width, 1)
+    assert _readable_at_width(values, width) and keys.stride()[-2:] == (48, 1)
+
+
 def test_dit_with_a_key_norm_on_the_canonical_attention_is_not_folded():
     """A key RMS norm is not affine: such a model keeps the published canonical attention on the fast path (the
     constant-context shortcut still holds: identical tokens give identical normalised keys)."""
@@ -318,17 +331,24 @@ def test_head_summed_attention_is_per_frame_softmax_attention_summed_over_heads(
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="the Triton kernel needs a GPU (run on the GPU machine)")
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-@pytest.mark.parametrize("shape", [(1, 1000, 12, 64, 32, 512, 14), (2, 77, 1, 16, 1, 300, 14), (1, 64, 3, 32, 2, 64, 40)])
-def test_fused_head_summed_attention_agrees_with_the_pytorch_path(dtype, shape):
+@pytest.mark.parametrize("shape", [(1, 1000, 12, 64, 32, 512, 14), (2, 77, 2, 64, 3, 300, 14), (2, 77, 1, 16, 1, 300, 14),
+                                   (1, 64, 3, 32, 2, 64, 40)])
+@pytest.mark.parametrize("tma", [True, False])
+def test_fused_head_summed_attention_agrees_with_the_pytorch_path(dtype, shape, tma, monkeypatch):
+    import gvf4d.models.head_summed_attention as module
     from gvf4d.models.head_summed_attention import head_summed_attention, value_width
     B, M, H, D, T, N, E = shape                     # whole and partial query/key tiles, one and many heads
+    if not tma:                                     # 64-channel heads take TMA loads on sm_90+: test the others too
+        monkeypatch.setattr(module, "_tma_descriptors", lambda *args: None)
+    elif D < 64 or torch.cuda.get_device_capability()[0] < 9:
+        pytest.skip("TMA loads are for heads of 64+ channels on sm_90+")
     g = torch.Generator(device="cuda").manual_seed(0)
     q = torch.randn(B, M, H, D, device="cuda", generator=g)
-    k = torch.randn(B, T, N, H, D, device="cuda", generator=g)
+    kv = torch.randn(B, T, N, 2, H, D, device="cuda", generator=g)               # keys: a view of a fused product
     v = torch.randn(B, T, N, H, E, device="cuda", generator=g)
     bias = torch.randn(E, device="cuda", generator=g)
-    exact = head_summed_attention(q, k, v, D ** -0.5, bias)                      # float32, PyTorch
-    half = [t.to(dtype) for t in (q, k, v)]
+    exact = head_summed_attention(q, kv[:, :, :, 0], v, D ** -0.5, bias)         # float32, PyTorch
+    half = [q.to(dtype), kv.to(dtype)[:, :, :, 0], v.to(dtype)]
     ref = head_summed_attention(*half, D ** -0.5, bias.to(dtype), fused=False).float()
     out = torch.full((B, T, M + 9, E), float("nan"), device="cuda", dtype=dtype)  # written into a slice
     fused = head_summed_attention(*half, D ** -0.5, bias.to(dtype), out=out[:, :, 4:M + 4], fused=True).float()
@@ -338,6 +358,7 @@ def test_fused_head_summed_attention_agrees_with_the_pytorch_path(dtype, shape):
     # values laid out value_width(E) apart are read in place; what lies past channel E is never used
     roomy = torch.full((B, T, N, H, value_width(E)), float("nan"), device="cuda", dtype=dtype)
     roomy[..., :E] = half[2]
+    assert (module._tma_descriptors(half[1], roomy[..., :E], value_width(E)) is not None) == tma   # the path tested
     in_place = head_summed_attention(*half[:2], roomy[..., :E], D ** -0.5, bias.to(dtype), fused=True).float()
     assert torch.equal(in_place, fused)
 

@@ -204,9 +204,9 @@ class MotionVAE(nn.Module):
         H, D = v.shape[-2:]
         w_out = attn.to_out.weight.reshape(-1, H, D)                          # (dim, H, D)
         fold = torch.einsum("od,dhe->hoe", self.to_outputs.weight.to(w_out.dtype), w_out)   # (H, 14, D)
-        E = fold.shape[1]          # laid out value_width(14) apart: the attention kernel reads them in place
-        fold = F.pad(fold, (0, 0, 0, value_width(E) - E))
-        values = torch.einsum("blhe,hoe->blho", v, fold.to(v.dtype))[..., :E]  # (BT, L, H, 14)
+        E = fold.shape[1]          # rows of value_width(14), heads side by side: the attention kernel reads them in
+        fold = F.pad(fold, (0, 0, 0, value_width(E) - E))               # place (through TMA where it can)
+        values = torch.einsum("blhe,hoe->blho", v, fold.to(v.dtype)).contiguous()[..., :E]   # (BT, L, H, 14)
         const = self.to_outputs.weight @ attn.to_out.bias + self.to_outputs.bias
         return k, values, const
 
