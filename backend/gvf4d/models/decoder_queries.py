@@ -38,6 +38,8 @@ def decoder_queries(g: Tensor, weight: Tensor, bias: Tensor, omega: Tensor,
     out = torch.empty(N, C, device=g.device, dtype=weight.dtype)
     if N:
         rows = 4          # H100, 8,192 x 768, 4 warps: 4 rows 0.024 ms; 2 rows 0.027 ms; 1 row 0.033 ms
+        # the weight transposed and omega in float32, per call: reading the (C, K) weight and float64 omega in place
+        # instead made the kernel 0.044 against 0.024 ms (H100), copies included
         kernel[(triton.cdiv(N, rows),)](g, weight.t().contiguous(), bias, omega.float().contiguous(), out, N,
                                         g.stride(0), *eps, K=K, C=C, F_=omega.shape[0], BLOCK_ROWS=rows,
                                         BLOCK_C=triton.next_power_of_2(C), num_warps=4)
