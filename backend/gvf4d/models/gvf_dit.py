@@ -269,9 +269,9 @@ class GVFDiT(nn.Module):
         """cond_images (B, T, L, C_img), static_latent (B, S, 14) -> every block's conditioning, the same for
         every denoising step. fast: the folded canonical-Gaussian attention (where the model has no key norm on
         it and at most 16 Gaussian channels, as published) and uniform attention for constant contexts (module
-        docstring), or, False, the published
-        computation; None: fast in half precision (half weights or autocast), published in float32 (bit-faithful:
-        the adaptive sampler's step control follows the last bit)."""
+        docstring), or, False, the published computation; None: fast in half precision (half weights or
+        autocast), published in float32 (bit-faithful: the adaptive sampler's step control follows the last
+        bit)."""
         B, T, L, C_img = cond_images.shape
         dtype = self.input_layer.weight.dtype          # float32 (autocast or not), or the weights' half precision
         frames, static_latent = cond_images.to(dtype).reshape(B, T * L, C_img), static_latent.to(dtype)
