@@ -363,6 +363,39 @@ def test_fused_head_summed_attention_agrees_with_the_pytorch_path(dtype, shape, 
     assert torch.equal(in_place, fused)
 
 
+def test_shared_row_attention_takes_its_values_from_the_rows():
+    from gvf4d.models.shared_row_attention import shared_row_attention
+    torch.manual_seed(0)
+    q, rows = torch.randn(2, 9, 16), torch.randn(2, 13, 16)
+    q[..., 15] = 0                                  # the padding channel: zero in q (or in rows)
+    w = torch.softmax(torch.einsum("bmc,bsc->bms", q, rows) * 0.3, -1)
+    torch.testing.assert_close(shared_row_attention(q, rows, 10, 0.3), torch.einsum("bms,bse->bme", w, rows[..., :10]))
+    with pytest.raises(RuntimeError, match="needs a CUDA GPU"):
+        shared_row_attention(q, rows, 14, 0.3, fused=True)
+    with pytest.raises(ValueError, match="13 value channels"):
+        shared_row_attention(q, rows, 13, 0.3)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="the CUDA kernel needs a GPU (run on the GPU machine)")
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("shape", [(1, 1000, 37, 14), (2, 333, 200, 14), (3, 5000, 4096, 14), (1, 47, 64, 8)])
+def test_shared_row_attention_kernel_agrees_with_the_triton_and_pytorch_paths(dtype, shape):
+    """Whole and partial query tiles and key steps, batches, the DiT's size; rows' channel 15 random (the kernel
+    must leave it out of the scores where q's is zero), scores spread wide enough to move the running maximum."""
+    from gvf4d.models.shared_row_attention import shared_row_attention
+    B, M, S, E = shape
+    g = torch.Generator(device="cuda").manual_seed(0)
+    q = torch.randn(B, M, 16, device="cuda", generator=g) * 2
+    rows = torch.randn(B, S, 16, device="cuda", generator=g)
+    q[..., 15] = 0
+    exact = shared_row_attention(q, rows, E, 0.4)                                   # float32, PyTorch
+    half = q.to(dtype), rows.to(dtype)
+    err = lambda a: ((a.float() - exact).norm() / exact.norm()).item()   # noqa: E731
+    fused, triton = shared_row_attention(*half, E, 0.4, fused=True), shared_row_attention(*half, E, 0.4, fused=False)
+    assert fused.shape == exact.shape and fused.dtype == dtype
+    assert err(fused) <= 1.5 * err(triton) + 1e-4, (err(fused), err(triton))
+
+
 def test_sdpa_attention_is_plain_softmax_attention():
     torch.manual_seed(0)
     q, k, v = torch.randn(2, 5, 3, 8), torch.randn(2, 7, 3, 8), torch.randn(2, 7, 3, 8)

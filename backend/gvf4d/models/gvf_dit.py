@@ -32,8 +32,8 @@ from torch import Tensor, nn
 
 from .config import AttentionHeads, ModelConfig
 from .embeddings import TimestepEmbedder, xyz_sincos_embedding
-from .head_summed_attention import head_summed_attention
 from .residual_layer_norm import add_norm
+from .shared_row_attention import shared_row_attention
 from .transformer import CrossAttention, FeedForward, SelfAttention, keys_values_of
 
 
@@ -151,9 +151,8 @@ def folded_static_attention(x: Tensor, fold: FoldedStaticAttention) -> Tensor:
     B, L, C = x.shape
     q = F.linear(x, fold.query_weight, fold.query_bias)                        # (B, L, H*16)
     heads = q.shape[-1] // FOLD_WIDTH
-    rows = fold.rows.to(q.dtype)[:, None, :, None]                             # (B, 1, S, 1, 16)
-    values = rows[..., : fold.out_weight.shape[1] // heads]                    # (B, 1, S, 1, 14)
-    y = head_summed_attention(q.reshape(B, L * heads, 1, FOLD_WIDTH), rows, values, fold.scale)  # (B, 1, L*H, 14)
+    y = shared_row_attention(q.reshape(B, L * heads, FOLD_WIDTH), fold.rows.to(q.dtype),
+                             fold.out_weight.shape[1] // heads, fold.scale)    # (B, L*H, 14)
     return F.linear(y.reshape(B, L, -1), fold.out_weight, fold.out_bias)
 
 
