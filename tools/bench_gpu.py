@@ -17,6 +17,7 @@ import torch
 from gvf4d.models.fps import farthest_point_sampling
 from gvf4d.models.gvf_dit import GVFDiT, GVFDiTConfig
 from gvf4d.models.motion_vae import MotionVAE, MotionVAEConfig
+from gvf4d.models.shared_row_attention import shared_row_attention
 from gvf4d.samplers import DiscreteVPSchedule, DPMSolverPP, ThreeWayGuidance
 
 PUBLISHED = {"dit_b1": 44.5, "dit_b3": 119.7, "dpm_32": 1730.0, "vae_decode": 285.0}
@@ -85,16 +86,24 @@ def main():
     ap.add_argument("--iters", type=int, default=10)
     ap.add_argument("--only-vae", action="store_true", help="measure the motion-VAE decode only")
     ap.add_argument("--only-engine", action="store_true", help="measure the engine's DiT path only")
+    ap.add_argument("--only-kernels", action="store_true", help="measure the DiT's attention kernels only")
+    ap.add_argument("--no-cuda-kernels", action="store_true",
+                    help="leave out the NVRTC-built CUDA kernels (the folded attention takes the Triton kernel)")
     args = ap.parse_args()
+    if args.no_cuda_kernels:
+        import gvf4d.models.shared_row_attention as shared_rows
+        shared_rows.shared_row_attention_usable = lambda *_: False
     dev = "cuda"
     torch.backends.cuda.matmul.allow_tf32 = True
     rows, results = [], {"device": torch.cuda.get_device_name(), "torch": torch.__version__}
 
-    if args.only_engine:
+    if args.only_kernels:
+        rows += bench_kernels(args, results)
+    elif args.only_engine:
         rows += bench_engine_path(args, results, random_model(GVFDiT(GVFDiTConfig())).to(dev).eval())
     elif not args.only_vae:
         rows += bench_dit(args, results)
-    if not args.only_engine:
+    if not (args.only_engine or args.only_kernels):
         rows += bench_vae(args, results)
     pts = torch.randn(1, 200_000, 3, device=dev)
     ms = cuda_time(lambda: farthest_point_sampling(pts, 4096), warmup=1, iters=3)
@@ -106,11 +115,27 @@ def main():
     print("| step | published code (ms) | target (ms) | GVF4D (ms) | peak memory (GiB) |")
     print("| --- | ---: | ---: | ---: | ---: |")
     for name, pub, tgt, ours, peak in rows:
-        print(f"| {name} | {pub:.1f} | {tgt:.1f} | {ours:.1f} | {peak:.2f} |")
+        print(f"| {name} | {pub:.1f} | {tgt:.1f} | {ours:.{3 if ours < 1 else 1}f} | {peak:.2f} |")
     print(json.dumps(results, indent=1))
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=1)
+
+
+def bench_kernels(args, results) -> list:
+    """The DiT's folded canonical-Gaussian attention of one block (B=1: 32 frames x 512 tokens x 16 heads against
+    4,096 rows) on each of its kernels."""
+    g = torch.Generator(device="cuda").manual_seed(2)
+    q = torch.randn(1, 32 * 512 * 16, 16, generator=g, device="cuda").half()
+    rows = torch.randn(1, 4096, 16, generator=g, device="cuda").half()
+    q[..., 14:], rows[..., 14:] = 0, 0
+    out = []
+    for name, fused in (("CUDA shared-row kernel", True), ("Triton head-summed kernel", False)):
+        fn = lambda: shared_row_attention(q, rows, 14, 0.125, fused=fused)   # noqa: E731
+        ms = cuda_time(lambda: [fn() for _ in range(20)], iters=args.iters) / 20     # launches hidden behind the GPU
+        results[f"folded_attention_{'cuda' if fused else 'triton'}_ms"] = ms
+        out.append((f"folded canonical attention 262,144 x 4,096 ({name})", float("nan"), float("nan"), ms, peak_gib(fn)))
+    return out
 
 
 def bench_dit(args, results) -> list:
@@ -153,7 +178,7 @@ def bench_dit(args, results) -> list:
 
 
 def bench_engine_path(args, results, dit) -> list:
-    """The engine's fast path (fp16 weights, fused RMS norm, the folded canonical attention on the Triton kernel,
+    """The engine's fast path (fp16 weights, fused kernels, the folded canonical attention on the CUDA kernel,
     the call replayed from a CUDA graph) against the plain fp16-autocast path with the published attention: time,
     and relative error of each against fp32 on the same input. The engine computes the DiT's conditioning once per
     sampling run ("condition") and runs the denoising call per step ("step"); "forward" is both."""
