@@ -164,6 +164,26 @@ def test_fused_geglu_agrees_with_the_pytorch_path(dtype, shape):
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="the Triton kernel needs a GPU (run on the GPU machine)")
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("shape", [(2, 300, 96, 256), (1000, 768, 3072), (7, 40, 128)])
+def test_fused_linear_geglu_agrees_with_the_pytorch_path(dtype, shape):
+    """Partial row tiles, a K that is not a multiple of the tile depth, the decoder's size; x a strided view."""
+    from gvf4d.models.geglu import geglu_reference, linear_geglu, linear_geglu_usable
+    *rows, K, F_ = shape
+    g = torch.Generator(device="cuda").manual_seed(0)
+    x = torch.randn(*rows, K + 8, device="cuda", generator=g)[..., 8:]
+    weight, bias = torch.randn(2 * F_, K, device="cuda", generator=g) / K ** 0.5, torch.randn(2 * F_, device="cuda", generator=g)
+    if torch.cuda.get_device_capability()[0] < 9:
+        assert not linear_geglu_usable(x.to(dtype), weight.to(dtype), bias.to(dtype))
+        pytest.skip("the fused GEGLU projection loads through TMA (sm_90+)")
+    exact = geglu_reference(torch.nn.functional.linear(x, weight, bias))
+    half = x.to(dtype), weight.to(dtype), bias.to(dtype)
+    fused, ref = linear_geglu(*half, fused=True), linear_geglu(*half, fused=False)
+    err = lambda a: ((a.float() - exact).norm() / exact.norm()).item()   # noqa: E731
+    assert fused.shape == exact.shape and fused.dtype == dtype and err(fused) <= 1.5 * err(ref) + 1e-4, (err(fused), err(ref))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="the Triton kernel needs a GPU (run on the GPU machine)")
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("case", ["gated, per-sample modulation, frame-transposed", "no update, one sample",
                                   "ungated, the norm's own affine", "ungated, no affine"])
 def test_fused_residual_layer_norm_agrees_with_the_pytorch_path(dtype, case):

@@ -22,7 +22,7 @@ from .decoder_queries import decoder_queries, decoder_queries_usable
 from .head_summed_attention import head_summed_attention, value_width
 from .residual_layer_norm import add_norm
 from .embeddings import PointFourierEmbed
-from .geglu import geglu
+from .geglu import geglu, linear_geglu
 from .fps import farthest_point_sampling
 from .triton_kernels import use_fused
 
@@ -98,7 +98,9 @@ class FeedForward(nn.Module):
         self.net = nn.Sequential(nn.Linear(dim, dim * mult * 2), GEGLU(), nn.Linear(dim * mult, dim))
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.net(x)
+        """x (..., dim) -> (..., dim); the first product and the GEGLU in one kernel where it runs (models/geglu.py)."""
+        first, _, second = self.net
+        return second(linear_geglu(x, first.weight, first.bias))
 
 
 @dataclass
