@@ -8,6 +8,7 @@ shape, capture included), and writes JSON (--json PATH). Run on the GPU machine:
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import statistics
 import time
@@ -22,6 +23,9 @@ from gvf4d.samplers import DiscreteVPSchedule, DPMSolverPP, ThreeWayGuidance
 
 PUBLISHED = {"dit_b1": 44.5, "dit_b3": 119.7, "dpm_32": 1730.0, "vae_decode": 285.0}
 TARGET = {"dit_b1": 12.0, "dit_b3": 30.0, "dpm_32": 350.0, "vae_decode": 30.0}
+# --without NAME: (module, its usability check), patched to refuse so that the fallback runs
+ABLATIONS = {"shared-row-attention": ("gvf4d.models.shared_row_attention", "shared_row_attention_usable"),
+             "linear-geglu": ("gvf4d.models.geglu", "linear_geglu_usable")}
 
 
 def cuda_time(fn, warmup=3, iters=10) -> float:
@@ -87,12 +91,12 @@ def main():
     ap.add_argument("--only-vae", action="store_true", help="measure the motion-VAE decode only")
     ap.add_argument("--only-engine", action="store_true", help="measure the engine's DiT path only")
     ap.add_argument("--only-kernels", action="store_true", help="measure the DiT's attention kernels only")
-    ap.add_argument("--no-cuda-kernels", action="store_true",
-                    help="leave out the NVRTC-built CUDA kernels (the folded attention takes the Triton kernel)")
+    ap.add_argument("--without", choices=sorted(ABLATIONS), action="append", default=[],
+                    help="leave out a fused kernel, for an A/B on the same machine (its fallback path runs)")
     args = ap.parse_args()
-    if args.no_cuda_kernels:
-        import gvf4d.models.shared_row_attention as shared_rows
-        shared_rows.shared_row_attention_usable = lambda *_: False
+    for name in args.without:
+        module, usable = ABLATIONS[name]
+        setattr(importlib.import_module(module), usable, lambda *_: False)
     dev = "cuda"
     torch.backends.cuda.matmul.allow_tf32 = True
     rows, results = [], {"device": torch.cuda.get_device_name(), "torch": torch.__version__}
