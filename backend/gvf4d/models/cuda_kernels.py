@@ -14,15 +14,16 @@ log = logging.getLogger(__name__)
 @functools.cache
 def cuda_kernel(source: str, name: str, device_index: int) -> Optional[Any]:
     """source: CUDA C++ (no includes) defining the extern "C" kernel `name` -> PyTorch's launcher for it, built for
-    the GPU `device_index` (call it as launcher(grid=, block=, args=[tensors, ints, floats as double],
-    shared_mem=) on the current stream; CUDA graphs capture it), or None where it cannot be built (no CUDA, a
-    PyTorch without NVRTC compilation)."""
+    and loaded on the GPU `device_index` (launch it with that device current: launcher(grid=, block=,
+    args=[tensors, ints, floats as double], shared_mem=) runs on the current stream, and CUDA graphs capture it), or
+    None where it cannot be built (no CUDA, a PyTorch without NVRTC compilation)."""
     compile_kernel = getattr(torch.cuda, "_compile_kernel", None)
     if compile_kernel is None or not torch.cuda.is_available():
         return None
     major, minor = torch.cuda.get_device_capability(device_index)
     try:
-        return compile_kernel(source, name, compute_capability=f"{major}{minor}")
+        with torch.cuda.device(device_index):         # the module is loaded into the current device's context
+            return compile_kernel(source, name, compute_capability=f"{major}{minor}")
     except Exception as error:  # noqa: BLE001 — NVRTC missing or refusing the architecture: the callers fall back
         log.warning("CUDA kernel %s not built, its Triton/PyTorch path runs instead: %s", name, error)
         return None

@@ -180,11 +180,12 @@ _TYPES = {torch.float16: ("f16", 0x3C00), torch.bfloat16: ("bf16", 0x3F80)}   # 
 
 
 def _kernel(dtype: torch.dtype, channels: int, device: torch.device):
+    """The kernel for values of `channels` channels in `dtype`, built for and loaded on `device` (None: not built)."""
     name, one = _TYPES[dtype]
     defines = {"DTYPE": f'"{name}"', "ONE": f"{one}u", "E": channels, "WARPS": WARPS, "MT": QUERIES // 16,
                "KEY_STEP": KEY_STEP, "NT": KEY_STEP // 8}
     header = "".join(f"#define {key} {value}\n" for key, value in defines.items())
-    return cuda_kernel(header + _SOURCE, "shared_row_attention", device.index or 0)
+    return cuda_kernel(header + _SOURCE, "shared_row_attention", torch.device(device).index or 0)
 
 
 def _shared_bytes(rows: int) -> int:
@@ -220,8 +221,9 @@ def shared_row_attention(q: Tensor, rows: Tensor, channels: int, scale: float,
         return out
     kernel = _kernel(q.dtype, channels, q.device)
     shared = _shared_bytes(rows.shape[1])
-    reserve_shared_memory(kernel, shared)
     blocks = min(-(-M // (QUERIES * WARPS)), torch.cuda.get_device_properties(q.device).multi_processor_count)
-    kernel(grid=(blocks, B, 1), block=(WARPS * 32, 1, 1), args=[q, rows, out, M, rows.shape[1], scale * LOG2_E],
-           shared_mem=shared)
+    with torch.cuda.device(q.device):
+        reserve_shared_memory(kernel, shared)
+        kernel(grid=(blocks, B, 1), block=(WARPS * 32, 1, 1), args=[q, rows, out, M, rows.shape[1], scale * LOG2_E],
+               shared_mem=shared)
     return out
