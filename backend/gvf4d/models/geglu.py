@@ -49,10 +49,11 @@ LINEAR_TILES = {"BM": 128, "BN": 128, "BK": 64, "num_warps": 8, "num_stages": 3}
 
 
 def linear_geglu_usable(x: Tensor, weight: Tensor, bias: Tensor) -> bool:
-    """Whether the fused kernel runs: CUDA sm_90+, Triton with host TMA descriptors, x / weight / bias in one half
-    precision with contiguous rows 16-byte aligned, F a multiple of the tile width."""
+    """Whether the fused kernel runs: CUDA sm_90+, Triton with host TMA descriptors, x / weight / bias of matching
+    shapes in one half precision with contiguous rows 16-byte aligned, F a multiple of the tile width."""
     if not (x.is_cuda and x.dtype in (torch.float16, torch.bfloat16) and weight.dtype == bias.dtype == x.dtype
-            and x.stride(-1) == 1 and weight.is_contiguous() and bias.is_contiguous()
+            and x.stride(-1) == 1 and weight.is_contiguous() and bias.is_contiguous() and weight.data_ptr() % 16 == 0
+            and weight.shape[1] == x.shape[-1] and bias.shape == weight.shape[:1]
             and weight.shape[0] % (2 * LINEAR_TILES["BN"]) == 0 and x.shape[-1] * x.element_size() % 16 == 0
             and torch.cuda.get_device_capability(x.device)[0] >= 9 and triton_kernel(_build_linear_kernel) is not None):
         return False
