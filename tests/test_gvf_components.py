@@ -313,6 +313,20 @@ def test_folded_decoder_values_are_laid_out_for_the_attention_kernel():
     assert _readable_at_width(values, width) and keys.stride()[-2:] == (48, 1)
 
 
+def test_context_attention_gives_constant_samples_their_output_and_attends_the_others():
+    from gvf4d.models.gvf_dit import ContextCondition, attend_context, live_samples
+    torch.manual_seed(0)
+    x, constant = torch.randn(3, 2, 5, 4), torch.randn(3, 4)
+    for constant_samples, live in (([1], [0, 2]), ([0], range(1, 3)), ([], None), ([0, 1, 2], range(0, 0))):
+        context = torch.randn(3, 6, 4)
+        context[constant_samples] = context[constant_samples, :1]          # every token the same
+        found = live_samples(context)
+        assert found == live if not isinstance(found, torch.Tensor) else found.tolist() == live
+        out = attend_context(x, ContextCondition(None, found, None if found is None else constant), lambda q, _: q * 2)
+        for b in range(3):
+            torch.testing.assert_close(out[b], constant[b].expand(2, 5, 4) if b in constant_samples else x[b] * 2)
+
+
 def test_dit_with_a_key_norm_on_the_canonical_attention_is_not_folded():
     """A key RMS norm is not affine: such a model keeps the published canonical attention on the fast path (the
     constant-context shortcut still holds: identical tokens give identical normalised keys)."""
@@ -327,7 +341,7 @@ def test_dit_with_a_key_norm_on_the_canonical_attention_is_not_folded():
     static[0] = 0                                                  # a fully unconditional guidance branch
     with torch.no_grad():
         fast = dit.condition(images, static, fast=True)
-        assert not isinstance(fast[0].static.attend, FoldedStaticAttention) and fast[0].static.live.tolist() == [1]
+        assert not isinstance(fast[0].static.attend, FoldedStaticAttention) and fast[0].static.live == range(1, 2)
         torch.testing.assert_close(dit.denoise(x, t, fast, xyz),
                                    dit.denoise(x, t, dit.condition(images, static, fast=False), xyz))
 

@@ -78,7 +78,7 @@ class ContextCondition(NamedTuple):
     """One cross-attention's conditioning for a batch. Samples whose context tokens are all identical get their
     output (the same for every query) from `constant`; the others (`live`) attend with `attend`."""
     attend: Any                  # keys/values (B', L, H, D) pair or FoldedStaticAttention, for the live samples
-    live: Optional[Tensor]       # (B',) indices of the samples that attend; None: every sample attends
+    live: Optional[range | Tensor]   # the samples that attend: side by side (a range), else (B',) indices; None: all
     constant: Optional[Tensor]   # (B, C) the other samples' output (rows of live samples unused); None with live None
 
 
@@ -89,22 +89,41 @@ class BlockCondition(NamedTuple):
 
 def attend_context(x: Tensor, cond: ContextCondition, attend: Callable[[Tensor, Any], Tensor]) -> Tensor:
     """x (B, ..., C) queries -> (B, ..., C): attend(x_live, cond.attend) for the live samples, the constant
-    output for the others."""
+    output for the others. Live samples side by side (the guidance branches) are read and written as views: the
+    gathered copies cost 0.07-0.15 ms per call at B=3 (H100), more than a DiT block's narrow-head attention."""
     if cond.live is None:
         return attend(x, cond.attend)
-    out = cond.constant.reshape(x.shape[0], *[1] * (x.ndim - 2), -1).expand(x.shape).to(x.dtype)
-    if cond.live.shape[0] == 0:
-        return out
-    out = out.contiguous()
-    out[cond.live] = attend(x.index_select(0, cond.live), cond.attend)
+    constant = cond.constant.reshape(x.shape[0], *[1] * (x.ndim - 2), -1).expand(x.shape).to(x.dtype)
+    if len(cond.live) == 0:
+        return constant
+    live = sample_index(cond.live)
+    if isinstance(live, slice):
+        out = torch.empty_like(x)
+        out[: live.start].copy_(constant[: live.start])
+        out[live.stop:].copy_(constant[live.stop:])
+    else:
+        out = constant.contiguous()
+    out[live] = attend(x[live], cond.attend)
     return out
 
 
-def live_samples(context: Tensor) -> Optional[Tensor]:
-    """context (B, L, C) -> indices of the samples whose tokens are not all identical, or None if that is every
-    sample (one synchronisation: once per sampling run, not per step)."""
+def sample_index(live: range | Tensor) -> slice | Tensor:
+    """Samples side by side as a slice (indexing gives views), others as their indices (indexing gathers)."""
+    return slice(live.start, live.stop) if isinstance(live, range) else live
+
+
+def live_samples(context: Tensor) -> Optional[range | Tensor]:
+    """context (B, L, C) -> the samples whose tokens are not all identical: None if that is every sample, a range
+    where they lie side by side, else their indices (B',) (one synchronisation: once per sampling run, not per
+    step)."""
     same = (context == context[:, :1]).flatten(1).all(1)
-    return (~same).nonzero().flatten() if bool(same.any()) else None
+    if not bool(same.any()):
+        return None
+    live = (~same).nonzero().flatten().tolist()
+    start = live[0] if live else 0
+    if live == list(range(start, start + len(live))):
+        return range(start, start + len(live))
+    return torch.tensor(live, device=context.device)
 
 
 def uniform_attention_outputs(attns: list[CrossAttention], token: Tensor) -> list[Tensor]:
@@ -278,7 +297,7 @@ class GVFDiT(nn.Module):
             fast = dtype != torch.float32 or torch.is_autocast_enabled(cond_images.device.type)
         fold = fast and not self.config.qk_rms_norm_cross and self.config.static_cond_channels <= FOLD_WIDTH
         image_live, static_live = (live_samples(frames), live_samples(static_latent)) if fast else (None, None)
-        pick = lambda t, live: t if live is None else t.index_select(0, live)     # noqa: E731
+        pick = lambda t, live: t if live is None else t[sample_index(live)]      # noqa: E731
         image_emb = self.image_cond_proj(pick(frames, image_live)).reshape(-1, L, self.config.model_channels)
         static_rows = pick(static_latent, static_live)
         static_emb = None if fold else self.static_cond_proj(static_rows)
