@@ -107,6 +107,29 @@ def attend_context(x: Tensor, cond: ContextCondition, attend: Callable[[Tensor, 
     return out
 
 
+def add_context_norm(x: Tensor, h: Tensor, cond: ContextCondition, attend: Callable[[Tensor, Any], Tensor],
+                     norm: nn.LayerNorm, shift: Optional[Tensor] = None,
+                     scale: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
+    """x (B, T, N, C) + attend_context(h, cond, attend), then `norm` (adaLN shift/scale (B, C), or its own affine)
+    -> (x', h'). In half precision with the attending samples side by side (the guidance branches), each run of
+    samples gets its own fused pass into the same results, the constant output read as a broadcast and the
+    attention's straight from it: no (B, T, N, C) update is assembled (0.03-0.05 ms of copies per call at B=3)."""
+    live = cond.live
+    if not isinstance(live, range) or len(live) == 0 or x.dtype == torch.float32:
+        return add_norm(x, attend_context(h, cond, attend), None, norm, shift, scale)
+    B = x.shape[0]
+    constant = cond.constant.reshape(B, 1, 1, -1).expand(x.shape).to(x.dtype)
+    x_new = torch.empty(x.shape, device=x.device, dtype=x.dtype)
+    h_new = torch.empty(x.shape, device=x.device, dtype=x.dtype)
+    part_of = lambda t, part: None if t is None else t[part]     # noqa: E731
+    for part in (slice(0, live.start), slice(live.start, live.stop), slice(live.stop, B)):
+        if part.start < part.stop:
+            delta = attend(h[part], cond.attend) if part.start == live.start else constant[part]
+            add_norm(x[part], delta, None, norm, part_of(shift, part), part_of(scale, part), out=h_new[part],
+                     x_out=x_new[part])
+    return x_new, h_new
+
+
 def sample_index(live: range | Tensor) -> slice | Tensor:
     """Samples side by side as a slice (indexing gives views), others as their indices (indexing gathers)."""
     return slice(live.start, live.stop) if isinstance(live, range) else live
@@ -226,9 +249,9 @@ class GVFBlock(nn.Module):
             h = self.temporal_self_attn(h.transpose(1, 2).reshape(B * N, T, C))
             delta, gate = h.reshape(B, N, T, C).transpose(1, 2), m[5]
         x, h = add_norm(x, delta, gate, self.norm3)
-        x, h = add_norm(x, attend_context(h, cond.image, self._image_attention), None, self.norm4)
+        x, h = add_context_norm(x, h, cond.image, self._image_attention, self.norm4)
         shift, scale, gate = m[-3:]
-        x, h = add_norm(x, attend_context(h, cond.static, self._static_attention), None, self.norm5, shift, scale)
+        x, h = add_context_norm(x, h, cond.static, self._static_attention, self.norm5, shift, scale)
         return x, PendingUpdate(self.mlp(h), gate)
 
     def _image_attention(self, x: Tensor, kv: tuple[Tensor, Tensor]) -> Tensor:

@@ -28,27 +28,30 @@ from .triton_kernels import triton_kernel, use_fused
 
 def add_norm(x: Tensor, delta: Optional[Tensor], gate: Optional[Tensor], norm: nn.LayerNorm,
              shift: Optional[Tensor] = None, scale: Optional[Tensor] = None,
-             out: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
+             out: Optional[Tensor] = None, x_out: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
     """A residual update and the next norm: x' = x + delta * gate (x + delta without a gate; x without a delta),
     then norm(x'), adaLN-modulated by shift/scale (B, C) or with the norm's own affine (if any). x, delta
-    (B, T, N, C) -> (x', h); h is written into out (a strided (B, T, N, C) view) when given. Float32: the published
-    operations, bit for bit; half precision: residual_layer_norm (one fused pass on CUDA)."""
+    (B, T, N, C) -> (x', h); h is written into out (a strided (B, T, N, C) view) and, with a delta, x' into x_out (a
+    contiguous one) when given. Float32: the published operations, bit for bit; half precision: residual_layer_norm
+    (one fused pass on CUDA)."""
     if x.dtype == torch.float32:
         if delta is not None:
             x = x + delta if gate is None else x + delta * gate[:, None, None]
+            x = x if x_out is None else x_out.copy_(x)
         h = norm(x) if scale is None else norm(x) * (1 + scale[:, None, None]) + shift[:, None, None]
         return x, (h if out is None else out.copy_(h))
     weight, bias = (norm.weight, norm.bias) if scale is None else (1 + scale, shift)
-    return residual_layer_norm(x, delta, gate, weight, bias, norm.eps, out)
+    return residual_layer_norm(x, delta, gate, weight, bias, norm.eps, out, x_out=x_out)
 
 
 def residual_layer_norm_reference(x: Tensor, delta: Optional[Tensor], gate: Optional[Tensor],
                                   weight: Optional[Tensor], bias: Optional[Tensor], eps: float,
-                                  out: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
+                                  out: Optional[Tensor] = None, x_out: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
     """PyTorch path, same arguments as residual_layer_norm. One sample's modulation is the norm's affine transform
     (one kernel, one rounding)."""
     if delta is not None:
         x = x + delta if gate is None else torch.addcmul(x, delta, gate[:, None, None])
+        x = x if x_out is None else x_out.copy_(x)
     C = x.shape[-1]
     if weight is None:
         h = F.layer_norm(x, (C,), eps=eps)
@@ -61,20 +64,25 @@ def residual_layer_norm_reference(x: Tensor, delta: Optional[Tensor], gate: Opti
 
 def residual_layer_norm(x: Tensor, delta: Optional[Tensor], gate: Optional[Tensor], weight: Optional[Tensor],
                         bias: Optional[Tensor], eps: float, out: Optional[Tensor] = None,
-                        fused: Optional[bool] = None) -> tuple[Tensor, Tensor]:
+                        fused: Optional[bool] = None, x_out: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
     """x, delta (B, T, N, C), gate (B, C) or None, weight/bias (B, C), (C,) or None -> (x' (B, T, N, C),
-    h (B, T, N, C)).
+    h (B, T, N, C)); with a delta, x' is written into x_out (contiguous) when given.
     fused: None picks the Triton kernel where it runs (CUDA, half precision, Triton, contiguous channels, not inside
     torch.compile, which fuses the PyTorch form itself); True requires it; False: PyTorch."""
     B, T, N, C = x.shape
-    tensors = [t for t in (x, delta, gate, weight, bias, out) if t is not None]
+    if x_out is not None and not x_out.is_contiguous():
+        raise ValueError("residual_layer_norm: x_out must be contiguous")
+    tensors = [t for t in (x, delta, gate, weight, bias, out, x_out) if t is not None]
     usable = (x.is_cuda and x.dtype in (torch.float16, torch.bfloat16) and all(t.dtype == x.dtype for t in tensors)
               and all(t.stride(-1) == 1 for t in tensors) and triton_kernel(_build_kernel) is not None)
     if not use_fused(fused, usable, "residual layer norm needs CUDA, Triton and half-precision tensors of one dtype "
                      "with contiguous channels", default=not torch.compiler.is_compiling()):
-        return residual_layer_norm_reference(x, delta, gate, weight, bias, eps, out)
+        return residual_layer_norm_reference(x, delta, gate, weight, bias, eps, out, x_out)
     triton, kernel = triton_kernel(_build_kernel)
-    updated = torch.empty(B, T, N, C, device=x.device, dtype=x.dtype) if delta is not None else x
+    if delta is None:
+        updated = x
+    else:
+        updated = torch.empty(B, T, N, C, device=x.device, dtype=x.dtype) if x_out is None else x_out
     h = torch.empty(B, T, N, C, device=x.device, dtype=x.dtype) if out is None else out
     rows = B * T * N
     if rows:
