@@ -11,13 +11,11 @@ projection is never stored (nor rounded to half precision). The motion-VAE decod
 """
 from __future__ import annotations
 
-import importlib.util
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .triton_kernels import triton_kernel, use_fused
+from .triton_kernels import host_tensor_descriptor, triton_kernel, use_fused
 
 
 def geglu_reference(x: Tensor) -> Tensor:
@@ -55,9 +53,9 @@ def linear_geglu_usable(x: Tensor, weight: Tensor, bias: Tensor) -> bool:
             and x.stride(-1) == 1 and weight.is_contiguous() and bias.is_contiguous() and weight.data_ptr() % 16 == 0
             and weight.shape[1] == x.shape[-1] and bias.shape == weight.shape[:1]
             and weight.shape[0] % (2 * LINEAR_TILES["BN"]) == 0 and x.shape[-1] * x.element_size() % 16 == 0
-            and torch.cuda.get_device_capability(x.device)[0] >= 9 and triton_kernel(_build_linear_kernel) is not None):
+            and triton_kernel(_build_linear_kernel) is not None):
         return False
-    return importlib.util.find_spec("triton.tools.tensor_descriptor") is not None
+    return host_tensor_descriptor(x.device) is not None
 
 
 def linear_geglu(x: Tensor, weight: Tensor, bias: Tensor, fused: bool | None = None) -> Tensor:
@@ -68,7 +66,7 @@ def linear_geglu(x: Tensor, weight: Tensor, bias: Tensor, fused: bool | None = N
                      "TMA descriptors, one half precision, contiguous rows and F a multiple of 128",
                      default=not torch.compiler.is_compiling()):
         return geglu(F.linear(x, weight, bias))
-    from triton.tools.tensor_descriptor import TensorDescriptor
+    descriptor = host_tensor_descriptor(x.device)
     triton, kernel = triton_kernel(_build_linear_kernel)
     rows = x.reshape(-1, x.shape[-1])
     if rows.stride(0) * rows.element_size() % 16 or rows.data_ptr() % 16:     # TMA wants 16-byte aligned rows
@@ -78,8 +76,8 @@ def linear_geglu(x: Tensor, weight: Tensor, bias: Tensor, fused: bool | None = N
     if rows.shape[0]:
         tiles = dict(LINEAR_TILES)
         bm, bn, bk = tiles.pop("BM"), tiles.pop("BN"), tiles.pop("BK")
-        x_desc = TensorDescriptor(rows, shape=list(rows.shape), strides=list(rows.stride()), block_shape=[bm, bk])
-        w_desc = TensorDescriptor(weight, shape=list(weight.shape), strides=list(weight.stride()), block_shape=[bn, bk])
+        x_desc = descriptor(rows, shape=list(rows.shape), strides=list(rows.stride()), block_shape=[bm, bk])
+        w_desc = descriptor(weight, shape=list(weight.shape), strides=list(weight.stride()), block_shape=[bn, bk])
         grid = (triton.cdiv(rows.shape[0], bm) * (width // bn),)
         kernel[grid](x_desc, w_desc, bias, out, rows.shape[0], width, rows.shape[1], BM=bm, BN=bn, BK=bk, **tiles)
     return out.reshape(*x.shape[:-1], width)

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .triton_kernels import triton_kernel, use_fused
+from .triton_kernels import host_tensor_descriptor, triton_kernel, use_fused
 
 LOG2_E = 1.4426950408889634
 
@@ -120,11 +120,8 @@ def _tma_descriptors(k: Tensor, v: Tensor, width: int):
     """k (B, T, N, H, D), v (B, T, N, H, E) readable `width` wide -> TMA descriptors of their (b, t, n) rows x
     (heads x channels) for the kernel, or None where the GPU (before sm_90), Triton (no host descriptors) or the
     layouts (rows one stride apart, heads side by side, 16-byte aligned) do not allow them."""
-    try:
-        from triton.tools.tensor_descriptor import TensorDescriptor
-    except ImportError:
-        return None
-    if torch.cuda.get_device_capability(k.device)[0] < 9:
+    descriptor = host_tensor_descriptor(k.device)
+    if descriptor is None:
         return None
     values = torch.as_strided(v, (*v.shape[:-1], width), v.stride(), v.storage_offset())
     descriptors = []
@@ -135,7 +132,7 @@ def _tma_descriptors(k: Tensor, v: Tensor, width: int):
                 and t.stride(3) == channels and t.stride(4) == 1
                 and t.data_ptr() % 16 == 0 and row * t.element_size() % 16 == 0):
             return None
-        descriptors.append(TensorDescriptor(t, shape=[B * T * N, H * channels], strides=[row, 1],
+        descriptors.append(descriptor(t, shape=[B * T * N, H * channels], strides=[row, 1],
                                             block_shape=[TMA_TILES["BLOCK_N"], channels]))
     return descriptors
 

@@ -1,9 +1,11 @@
-"""Optional Triton: the fused CUDA kernels are built on first use where Triton is installed, and the one rule
-for choosing between a fused kernel and its PyTorch path."""
+"""Optional Triton: the fused CUDA kernels are built on first use where Triton is installed, the one rule for
+choosing between a fused kernel and its PyTorch path, and whether a GPU takes TMA loads."""
 from __future__ import annotations
 
 import functools
 from typing import Any, Callable, Optional
+
+import torch
 
 
 @functools.cache
@@ -25,3 +27,19 @@ def use_fused(requested: Optional[bool], usable: bool, needs: str, default: bool
     if requested and not usable:
         raise RuntimeError(f"the fused {needs}")
     return requested
+
+
+@functools.cache
+def _host_tensor_descriptor() -> Optional[type]:
+    try:
+        from triton.tools.tensor_descriptor import TensorDescriptor
+    except ImportError:
+        return None
+    return TensorDescriptor
+
+
+def host_tensor_descriptor(device: torch.device) -> Optional[type]:
+    """Triton's host-side TMA descriptor class (triton.tools.tensor_descriptor.TensorDescriptor) where Triton has
+    it and the GPU loads through TMA (sm_90+), else None."""
+    descriptor = _host_tensor_descriptor()
+    return descriptor if descriptor is not None and torch.cuda.get_device_capability(device)[0] >= 9 else None
