@@ -150,6 +150,31 @@ def test_dit_half_precision_single_sample_path_agrees_with_the_batched_one():
     assert err(batched) < 3e-2 and err(single) < 1.5 * err(batched) + 1e-3, (err(single), err(batched))
 
 
+def test_stacked_modulations_are_the_layers_own_and_follow_weight_changes():
+    """In half precision every block's and the final layer's adaLN modulation come from one product on stacked
+    weights: the same [shift, 1 + scale, gate] parts as each layer's own product, up to the rounding of 1 + scale,
+    and rebuilt when a parameter changes (a checkpoint loaded into the same model)."""
+    dit, *_ = _random_dit(1, 3, 32, 64, 24, 10, 40, std=0.2)
+    dit.to(torch.bfloat16)
+    mod = torch.randn(2, 64).to(torch.bfloat16)
+    layers = [*dit.blocks, dit.final_layer]
+
+    def check():
+        with torch.no_grad():
+            stacked, own = dit.modulations(mod), [layer.modulation(mod) for layer in layers]
+        assert [len(parts) for parts in stacked] == [9, 9, 2]
+        for mine, theirs in zip(stacked, own):
+            for a, b in zip(mine, theirs):
+                assert a.shape == b.shape == (2, 64)
+                assert torch.allclose(a.float(), b.float(), rtol=1e-2, atol=1e-2), (a - b).abs().max()
+
+    check()
+    with torch.no_grad():
+        dit.blocks[1].adaLN_modulation_temporal[1].bias.add_(3.0)
+        dit.final_layer.adaLN_modulation[1].weight.mul_(-1.0)
+    check()
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="the Triton kernel needs a GPU (run on the GPU machine)")
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("shape", [(4, 100, 6144), (7, 3000)])

@@ -27,20 +27,20 @@ from .triton_kernels import triton_kernel, use_fused
 
 
 def add_norm(x: Tensor, delta: Optional[Tensor], gate: Optional[Tensor], norm: nn.LayerNorm,
-             shift: Optional[Tensor] = None, scale: Optional[Tensor] = None,
+             shift: Optional[Tensor] = None, weight: Optional[Tensor] = None,
              out: Optional[Tensor] = None, x_out: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
     """A residual update and the next norm: x' = x + delta * gate (x + delta without a gate; x without a delta),
-    then norm(x'), adaLN-modulated by shift/scale (B, C) or with the norm's own affine (if any). x, delta
-    (B, T, N, C) -> (x', h); h is written into out (a strided (B, T, N, C) view) and, with a delta, x' into x_out (a
-    contiguous one) when given. Float32: the published operations, bit for bit; half precision: residual_layer_norm
-    (one fused pass on CUDA)."""
+    then norm(x'), adaLN-modulated as norm(x') * weight + shift (weight: adaLN's 1 + scale; both (B, C)) or with
+    the norm's own affine (if any). x, delta (B, T, N, C) -> (x', h); h is written into out (a strided (B, T, N, C)
+    view) and, with a delta, x' into x_out (a contiguous one) when given. Float32: the published operations, bit
+    for bit; half precision: residual_layer_norm (one fused pass on CUDA)."""
     if x.dtype == torch.float32:
         if delta is not None:
             x = x + delta if gate is None else x + delta * gate[:, None, None]
             x = x if x_out is None else x_out.copy_(x)
-        h = norm(x) if scale is None else norm(x) * (1 + scale[:, None, None]) + shift[:, None, None]
+        h = norm(x) if weight is None else norm(x) * weight[:, None, None] + shift[:, None, None]
         return x, (h if out is None else out.copy_(h))
-    weight, bias = (norm.weight, norm.bias) if scale is None else (1 + scale, shift)
+    weight, bias = (norm.weight, norm.bias) if weight is None else (weight, shift)
     return residual_layer_norm(x, delta, gate, weight, bias, norm.eps, out, x_out=x_out)
 
 
