@@ -378,6 +378,43 @@ def test_dit_guidance_branches_side_by_side_give_what_gathering_them_gives(devic
         assert ((sliced.float() - reference.float()).norm() / reference.float().norm()).item() < 1e-2
 
 
+@pytest.mark.parametrize("device,dtype", [("cpu", torch.float32), ("cpu", torch.bfloat16), ("cuda", torch.float16)])
+def test_dit_shares_one_latent_across_the_guidance_branches(device, dtype):
+    """The guidance branches evaluate one latent under three conditionings: given x, t and the positions once,
+    the DiT broadcasts them over the conditioning (in half precision its first self-attentions run once) and
+    returns what the repeated latent gives; so does the three-way guidance's noise, which now passes them once."""
+    from gvf4d.samplers import DiscreteVPSchedule, ThreeWayGuidance
+    if device == "cuda" and not torch.cuda.is_available():
+        pytest.skip("needs a GPU (run on the GPU machine)")
+    dit, x, t, cond = _random_dit(1, 3, 32, 64, 24, 10, 40, std=0.2)
+    dit.to(device, dtype)
+    x, t, cond = x.to(device), t.to(device), {k: v.to(device) for k, v in cond.items()}
+    three = lambda a: torch.cat([a] * 3)   # noqa: E731
+    images, static = three(cond["cond_images"]), three(cond["static_latent"])
+    images[:2], static[:1] = 0, 0
+    xyz = cond["deformation_position_xyz"]
+    with torch.no_grad():
+        condition = dit.condition(images, static)
+        shared, repeated = dit.denoise(x, t, condition, xyz), dit.denoise(three(x), three(t), condition, three(xyz))
+        with pytest.raises(ValueError, match="x has 2 samples, the condition 3"):
+            dit.denoise(torch.cat([x, x]), t, condition, xyz)
+    assert shared.shape == repeated.shape == (3, *x.shape[1:])
+    if dtype == torch.float32:        # float32 repeats the sample from the start: the same operations
+        torch.testing.assert_close(shared, repeated, rtol=0, atol=0)
+    else:                             # the products at batch 1 and 3 may round differently
+        assert ((shared.float() - repeated.float()).norm() / repeated.float().norm()).item() < 1e-2
+    schedule = DiscreteVPSchedule.cosine()
+    calls = []
+
+    def network(xx, tt, **c):
+        calls.append((xx.shape[0], tt.shape[0], c["deformation_position_xyz"].shape[0], c["cond_images"].shape[0]))
+        return dit(xx, tt, **c)
+    guidance = ThreeWayGuidance(network, schedule, cond, guidance_scale=2.0, guidance_scale2=3.0)
+    with torch.no_grad():
+        eps = guidance.noise(x.to(dtype), torch.tensor(0.5, device=device))
+    assert calls == [(1, 1, 1, 3)] and guidance.rows_evaluated == 3 and eps.shape == x.shape
+
+
 def test_dit_with_a_key_norm_on_the_canonical_attention_is_not_folded():
     """A key RMS norm is not affine: such a model keeps the published canonical attention on the fast path (the
     constant-context shortcut still holds: identical tokens give identical normalised keys)."""

@@ -66,16 +66,18 @@ def random_model(model: torch.nn.Module) -> torch.nn.Module:
 
 
 def dit_inputs(batch: int, frames: int = 32, device="cuda", guided: bool = False):
-    """Random DiT inputs; guided (batch 3): the three-way guidance's branches, as ThreeWayGuidance batches them
-    (no frame features and no canonical Gaussians / no frame features / both)."""
+    """Random DiT inputs; guided (batch 3): the three-way guidance's branches, as ThreeWayGuidance passes them
+    (no frame features and no canonical Gaussians / no frame features / both; one latent, time and set of token
+    positions for all three)."""
     g = torch.Generator(device=device).manual_seed(1)
     r = lambda *s: torch.randn(*s, generator=g, device=device)
+    one = 1 if guided else batch
     cond = {"cond_images": r(batch, frames, 1370, 1024), "static_latent": r(batch, 4096, 14),
-            "deformation_position_xyz": r(batch, 512, 3) * 0.3}
+            "deformation_position_xyz": r(one, 512, 3) * 0.3}
     if guided:
         cond["cond_images"][:2] = 0
         cond["static_latent"][:1] = 0
-    return r(batch, frames, 512, 16), torch.rand(batch, generator=g, device=device) * 999, cond
+    return r(one, frames, 512, 16), torch.rand(one, generator=g, device=device) * 999, cond
 
 
 def published_forward(dit, x, t, cond):

@@ -125,6 +125,11 @@ def add_context_norm(x: Tensor, h: Tensor, cond: ContextCondition, attend: Calla
     return x_new, h_new
 
 
+def condition_samples(image: ContextCondition, frames: int) -> int:
+    """The number of samples an image cross-attention's conditioning is for (its keys/values are per frame)."""
+    return image.attend[0].shape[0] // frames if image.live is None else image.constant.shape[0]
+
+
 def sample_index(live: range | Tensor) -> slice | Tensor:
     """Samples side by side as a slice (indexing gives views), others as their indices (indexing gathers)."""
     return slice(live.start, live.stop) if isinstance(live, range) else live
@@ -241,8 +246,10 @@ class GVFBlock(nn.Module):
                 pending: Optional[PendingUpdate] = None) -> tuple[Tensor, PendingUpdate]:
         """x (B, T, N, C); m: this block's `modulation`; cond: this block's part of GVFDiT.condition; pending:
         the previous block's MLP update, not yet in x. -> (x, this block's MLP update, not yet in x: the next norm
-        applies it)."""
+        applies it). x, m and pending may be one sample's (B = 1) shared by a conditioning of several (the guidance
+        branches): the self-attentions run once, the samples part at the image cross-attention."""
         B, T, N, C = x.shape
+        m = [part.expand(B, -1) for part in m]
         shift, weight, gate = m[:3]
         x, h = add_norm(x, *(pending or (None, None)), self.norm1, shift, weight)
         delta = self.spatial_self_attn(h.reshape(B * T, N, C)).reshape(B, T, N, C)
@@ -251,6 +258,10 @@ class GVFBlock(nn.Module):
             h = self.temporal_self_attn(h.transpose(1, 2).reshape(B * N, T, C))
             delta, gate = h.reshape(B, N, T, C).transpose(1, 2), m[5]
         x, h = add_norm(x, delta, gate, self.norm3)
+        samples = condition_samples(cond.image, T)
+        if samples != B:              # one sample's tokens, every conditioning sample's from here: views
+            x, h = x.expand(samples, -1, -1, -1), h.expand(samples, -1, -1, -1)
+            m = [part.expand(samples, -1) for part in m]
         x, h = add_context_norm(x, h, cond.image, self._image_attention, self.norm4)
         shift, weight, gate = m[-3:]
         x, h = add_context_norm(x, h, cond.static, self._static_attention, self.norm5, shift, weight)
@@ -286,8 +297,8 @@ class FinalLayer(nn.Module):
         return [(self.adaLN_modulation[1], slice(None))]
 
     def forward(self, x: Tensor, m: list[Tensor], pending: PendingUpdate) -> Tensor:
-        """x (B, T, N, C) and the last block's pending update, m: `modulation` -> (B, T, N, C_out)."""
-        return self.linear(add_norm(x, *pending, self.norm_final, *m)[1])
+        """x (B, T, N, C) and the last block's pending update, m: `modulation` (B or 1 samples) -> (B, T, N, C_out)."""
+        return self.linear(add_norm(x, *pending, self.norm_final, *[part.expand(x.shape[0], -1) for part in m])[1])
 
 
 class GVFDiT(nn.Module):
@@ -312,7 +323,8 @@ class GVFDiT(nn.Module):
     def forward(self, x: Tensor, t: Tensor, cond_images: Tensor, static_latent: Tensor,
                 deformation_position_xyz: Optional[Tensor] = None) -> Tensor:
         """x (B, T, N, C_in), t (B,), cond_images (B, T, L, C_img), static_latent (B, S, 14),
-        deformation_position_xyz (B, N, 3) -> (B, T, N, C_out)."""
+        deformation_position_xyz (B, N, 3) -> (B, T, N, C_out); x, t and deformation_position_xyz may be one
+        sample's, shared by the B conditioning samples (see `denoise`)."""
         return self.denoise(x, t, self.condition(cond_images, static_latent), deformation_position_xyz)
 
     def condition(self, cond_images: Tensor, static_latent: Tensor, fast: Optional[bool] = None) -> list[BlockCondition]:
@@ -355,8 +367,16 @@ class GVFDiT(nn.Module):
     def denoise(self, x: Tensor, t: Tensor, condition: list[BlockCondition],
                 deformation_position_xyz: Optional[Tensor] = None) -> Tensor:
         """x (B, T, N, C_in), t (B,), condition from `condition`, deformation_position_xyz (B, N, 3)
-        -> v-prediction (B, T, N, C_out)."""
+        -> v-prediction (B, T, N, C_out). x, t and deformation_position_xyz may be one sample's (batch 1) shared by
+        the condition's B samples, as the guidance branches evaluate one latent under three conditionings: in half
+        precision the first block's self-attentions, which do not read the conditioning, then run once for all
+        (float32 runs every sample from the start, the published operations)."""
         dtype = self.input_layer.weight.dtype
+        samples = condition_samples(condition[0].image, x.shape[1]) if condition else x.shape[0]
+        if x.shape[0] not in (1, samples):
+            raise ValueError(f"GVFDiT: x has {x.shape[0]} samples, the condition {samples}")
+        if x.shape[0] != samples and (dtype == torch.float32 or t.numel() != 1):
+            x, t = x.expand(samples, -1, -1, -1).contiguous(), t.reshape(-1).expand(samples)
         h = self.input_layer(x.to(dtype))
         mod = self.t_embedder(t)
         if self.config.share_mod:

@@ -3,7 +3,10 @@
 Branches: fully unconditional (no frame features, no canonical Gaussians), unconditional (canonical
 Gaussians, no frame features), conditional (both). The noises combine as
     eps = eps_full_uncond + g1 (eps_uncond - eps_full_uncond) + g2 (eps_cond - eps_uncond);
-with g1 = g2 = 1 that is eps_cond and only the conditional branch is evaluated.
+with g1 = g2 = 1 that is eps_cond and only the conditional branch is evaluated. For one sample the branches'
+network call gets the latent and time once, the conditions batched (network(x (1, ...), t (1,), **cond (3, ...))):
+the network broadcasts them over the conditions, so what depends on the latent alone can run once (the GVF DiT's
+first self-attentions); for several samples it gets them repeated per branch.
 """
 from __future__ import annotations
 
@@ -22,7 +25,9 @@ def _expand(v: Tensor, ndim: int) -> Tensor:
 class ThreeWayGuidance:
     """noise(x (B, ...), t (scalar)) for DPM-Solver from network(x, model_time (B,), **cond) -> v.
     prepare: applied once to the branches' batched conditions before sampling (network(x, t, **prepare(cond)));
-    for work that does not change between steps, such as the DiT's conditioning."""
+    for work that does not change between steps, such as the DiT's conditioning. With guidance and one sample
+    (B = 1) only the branches' keys (image_key, static_key) are batched, the network broadcasts x, t and the
+    other keys over them (module docstring)."""
 
     def __init__(self, network: Callable[..., Tensor], schedule: DiscreteVPSchedule, cond: dict[str, Tensor],
                  guidance_scale: float = 1.0, guidance_scale2: float = 1.0,
@@ -31,10 +36,12 @@ class ThreeWayGuidance:
         self.network, self.schedule = network, schedule
         self.g1, self.g2 = guidance_scale, guidance_scale2
         self.guided = not (guidance_scale == 1.0 and guidance_scale2 == 1.0)
+        self.shared = self.guided and cond[image_key].shape[0] == 1
         if self.guided:
             uncond = {**cond, image_key: torch.zeros_like(cond[image_key])}
             full_uncond = {**uncond, static_key: torch.zeros_like(cond[static_key])}
-            self.cond = {k: torch.cat([full_uncond[k], uncond[k], cond[k]]) for k in cond}
+            branched = lambda k: k in (image_key, static_key) or not self.shared     # noqa: E731
+            self.cond = {k: torch.cat([full_uncond[k], uncond[k], cond[k]]) if branched(k) else cond[k] for k in cond}
         else:
             self.cond = cond
         if prepare is not None:
@@ -43,10 +50,10 @@ class ThreeWayGuidance:
 
     def noise(self, x: Tensor, t: Tensor) -> Tensor:
         reps = 3 if self.guided else 1
-        x_in = torch.cat([x] * reps) if reps > 1 else x
+        x_in = torch.cat([x] * reps) if reps > 1 and not self.shared else x
         t_in = t.reshape(-1).expand(x_in.shape[0])
         v = self.network(x_in, self.schedule.model_time(t_in), **self.cond)
-        self.rows_evaluated += x_in.shape[0]
+        self.rows_evaluated += reps * x.shape[0]
         alpha, sigma = self.schedule.alpha(t_in), self.schedule.sigma(t_in)
         eps = _expand(alpha, x.ndim) * v.to(x.dtype) + _expand(sigma, x.ndim) * x_in
         if not self.guided:
