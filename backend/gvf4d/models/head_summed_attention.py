@@ -21,9 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .triton_kernels import host_tensor_descriptor, triton_kernel, use_fused
-
-LOG2_E = 1.4426950408889634
+from .triton_kernels import LOG2_E, host_tensor_descriptor, triton_kernel, use_fused
 
 
 def head_summed_attention_reference(q: Tensor, k: Tensor, v: Tensor, scale: float) -> Tensor:

@@ -24,8 +24,8 @@ import torch
 from torch import Tensor
 
 from .cuda_kernels import cuda_kernel, reserve_shared_memory
-from .head_summed_attention import LOG2_E, head_summed_attention
-from .triton_kernels import use_fused
+from .head_summed_attention import head_summed_attention
+from .triton_kernels import LOG2_E, use_fused
 
 WIDTH = 16          # channels of q and rows
 WARPS = 16          # warps per block

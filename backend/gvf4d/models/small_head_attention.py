@@ -23,9 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .multihead_rms_norm import EPS, multihead_rms_norm, multihead_rms_norm_reference
-from .triton_kernels import triton_kernel, use_fused
-
-LOG2_E = 1.4426950408889634
+from .triton_kernels import LOG2_E, triton_kernel, use_fused
 
 
 def _tiles(keys: int) -> dict:

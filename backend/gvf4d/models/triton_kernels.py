@@ -1,11 +1,15 @@
 """Optional Triton: the fused CUDA kernels are built on first use where Triton is installed, the one rule for
-choosing between a fused kernel and its PyTorch path, and whether a GPU takes TMA loads."""
+choosing between a fused kernel and its PyTorch path, whether a GPU takes TMA loads, and the base-2 scale the
+attention kernels share."""
 from __future__ import annotations
 
 import functools
 from typing import Any, Callable, Optional
 
 import torch
+
+# The attention kernels take their exponentials in base 2 (the hardware's): scores are scaled by log2(e) up front.
+LOG2_E = 1.4426950408889634
 
 
 @functools.cache
