@@ -294,6 +294,7 @@ class FinalLayer(nn.Module):
         return [shift, 1 + scale]
 
     def modulation_layers(self) -> list[tuple[nn.Linear, slice]]:
+        """The modulation's product as (layer, its output rows)."""
         return [(self.adaLN_modulation[1], slice(None))]
 
     def forward(self, x: Tensor, m: list[Tensor], pending: PendingUpdate) -> Tensor:
@@ -408,7 +409,7 @@ class GVFDiT(nn.Module):
         return [list(parts[sum(counts[:i]):sum(counts[:i + 1])]) for i in range(len(counts))]
 
     def _stacked_modulation(self, layers: list[nn.Module]) -> tuple[Tensor, Tensor]:
-        """The modulation layers' weights and biases stacked in `modulations`' order ((blocks * 9 + 2) * C, C),
+        """The modulation layers' weights and biases stacked in `modulations`' order ((parts * C, C), (parts * C,)),
         1 added to the biases of the scales; cached while every parameter is the same tensor, unmodified."""
         rows = [(linear, part) for layer in layers for linear, part in layer.modulation_layers()]
         params = [p for linear, _ in rows for p in (linear.weight, linear.bias)]
@@ -418,7 +419,7 @@ class GVFDiT(nn.Module):
             c = self.config.model_channels
             with torch.no_grad():
                 weight = torch.cat([linear.weight[part] for linear, part in rows])
-                bias = torch.cat([linear.bias[part] for linear, part in rows]).clone()
+                bias = torch.cat([linear.bias[part] for linear, part in rows])
                 bias.view(-1, c)[1::3] += 1                # every part is [shift, scale, gate] or [shift, scale]
             cached = self.__dict__["_modulation_stack"] = (key, weight, bias)
         return cached[1], cached[2]
