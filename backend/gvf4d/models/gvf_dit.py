@@ -403,10 +403,9 @@ class GVFDiT(nn.Module):
         if self.config.share_mod or self.input_layer.weight.dtype == torch.float32:
             return [layer.modulation(mod) for layer in layers]
         weight, bias = self._stacked_modulation(layers)
-        c = self.config.model_channels
-        parts = F.linear(F.silu(mod.to(weight.dtype)), weight, bias).split(c, dim=1)
-        counts = [len(layer.modulation_layers()) * 3 for layer in self.blocks] + [2]
-        return [list(parts[sum(counts[:i]):sum(counts[:i + 1])]) for i in range(len(counts))]
+        widths = [sum(linear.weight[part].shape[0] for linear, part in layer.modulation_layers()) for layer in layers]
+        stacked = F.linear(F.silu(mod.to(weight.dtype)), weight, bias)
+        return [list(chunk.split(self.config.model_channels, dim=1)) for chunk in stacked.split(widths, dim=1)]
 
     def _stacked_modulation(self, layers: list[nn.Module]) -> tuple[Tensor, Tensor]:
         """The modulation layers' weights and biases stacked in `modulations`' order ((parts * C, C), (parts * C,)),
