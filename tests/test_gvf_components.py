@@ -92,18 +92,50 @@ def test_graphed_dit_call_equals_the_eager_call():
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU (run on the GPU machine)")
-def test_multistep_sampling_never_waits_for_the_gpu():
-    """A synchronisation per step would leave the GPU idle while Python prepares the next step."""
-    from gvf4d.samplers import DiscreteVPSchedule, DPMSolverPP
+@pytest.mark.parametrize("guidance_scale", [1.0, 2.0])
+def test_multistep_sampling_never_waits_for_the_gpu(guidance_scale):
+    """A synchronisation per step would leave the GPU idle while Python prepares the next step. The solver's times
+    stay on the host; the guidance computes their schedule values there and fills the network's time on the GPU.
+    The sample is the one the same run gives on the CPU."""
+    from gvf4d.samplers import DiscreteVPSchedule, DPMSolverPP, ThreeWayGuidance
     schedule = DiscreteVPSchedule.cosine()
-    x = torch.randn(1, 4, 8, 16, device="cuda")
-    schedule.alpha(torch.ones(1, device="cuda"))          # the schedule's arrays copied to the GPU once, before
+    g = torch.Generator().manual_seed(0)
+    x, weight = torch.randn(1, 4, 8, 16, generator=g), 0.2 * torch.randn(16, 16, generator=g)
+    weights = {"cpu": weight, "cuda": weight.cuda()}
+    cond = {"cond_images": torch.randn(1, 4, 3, 16, generator=g), "static_latent": torch.randn(1, 5, 14, generator=g)}
+    times = []
+
+    def network(xx, tt, cond_images, static_latent):
+        times.append(tt)
+        return (xx @ weights[xx.device.type]) * (tt / 1000)[:, None, None, None] + cond_images.mean(2, keepdim=True) \
+            + static_latent.mean((1, 2))[:, None, None, None]
+
+    def sample(x, cond):
+        guidance = ThreeWayGuidance(network, schedule, cond, guidance_scale=guidance_scale, guidance_scale2=1.5)
+        return DPMSolverPP(schedule).sample(guidance.noise, x, steps=8, method="multistep")
+
+    expected, _ = sample(x, cond)
+    x, cond = x.cuda(), {k: v.cuda() for k, v in cond.items()}
+    torch.cuda.synchronize()
+    times.clear()                  # the schedule's arrays are not on the GPU: using them there would copy (a sync)
     torch.cuda.set_sync_debug_mode("error")
     try:
-        sample, stats = DPMSolverPP(schedule).sample(lambda x, t: 0.1 * x, x, steps=8, method="multistep")
+        result, stats = sample(x, cond)
     finally:
         torch.cuda.set_sync_debug_mode(0)
-    assert stats.network_evaluations == 8 and torch.isfinite(sample).all()
+    assert stats.network_evaluations == 8 and len(times) == 8
+    assert all(t.device.type == "cuda" and t.shape == (1,) for t in times)     # one latent for the branches
+    torch.testing.assert_close(result.cpu(), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_guidance_takes_a_host_time_only_as_a_scalar():
+    """Per-sample times on another device than the latent would need a copy: refused, saying what it takes."""
+    from gvf4d.samplers import DiscreteVPSchedule, ThreeWayGuidance
+    cond = {"cond_images": torch.zeros(2, 4, 3, 16, device="meta"), "static_latent": torch.zeros(2, 5, 14, device="meta")}
+    guidance = ThreeWayGuidance(lambda x, t, **c: x, DiscreteVPSchedule.cosine(), cond)
+    with pytest.raises(ValueError, match="a time on cpu for x on meta must be 0-d"):
+        guidance.noise(torch.zeros(2, 4, 8, 16, device="meta"), torch.tensor([0.5, 0.4]))
+    assert guidance.noise(torch.zeros(2, 4, 8, 16, device="meta"), torch.tensor(0.5)).shape == (2, 4, 8, 16)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="the Triton kernel needs a GPU (run on the GPU machine)")

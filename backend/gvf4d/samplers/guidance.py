@@ -49,13 +49,24 @@ class ThreeWayGuidance:
         self.rows_evaluated = 0
 
     def noise(self, x: Tensor, t: Tensor) -> Tensor:
+        """x (B, ...), t: a time on x's device (0-d or (B,)), or a 0-d time on the host (the multistep solver's
+        grid): its schedule values are then computed on the host and the network's time is filled on x's device
+        (no copy, no synchronisation) -> eps (B, ...)."""
         reps = 3 if self.guided else 1
         x_in = torch.cat([x] * reps) if reps > 1 and not self.shared else x
-        t_in = t.reshape(-1).expand(x_in.shape[0])
-        v = self.network(x_in, self.schedule.model_time(t_in), **self.cond)
+        rows = x_in.shape[0]
+        if t.device == x.device:
+            t_in = t.reshape(-1).expand(rows)
+            model_time = self.schedule.model_time(t_in)
+            alpha, sigma = (_expand(f(t_in), x.ndim) for f in (self.schedule.alpha, self.schedule.sigma))
+        elif t.ndim == 0:
+            model_time = torch.full((rows,), float(self.schedule.model_time(t)), device=x.device, dtype=t.dtype)
+            alpha, sigma = self.schedule.alpha(t), self.schedule.sigma(t)       # 0-d host tensors: scalars on x
+        else:
+            raise ValueError(f"ThreeWayGuidance.noise: a time on {t.device} for x on {x.device} must be 0-d")
+        v = self.network(x_in, model_time, **self.cond)
         self.rows_evaluated += reps * x.shape[0]
-        alpha, sigma = self.schedule.alpha(t_in), self.schedule.sigma(t_in)
-        eps = _expand(alpha, x.ndim) * v.to(x.dtype) + _expand(sigma, x.ndim) * x_in
+        eps = alpha * v.to(x.dtype) + sigma * x_in
         if not self.guided:
             return eps
         full_uncond, uncond, cond = eps.chunk(3)
