@@ -4,11 +4,12 @@ Solves the diffusion ODE from t_start (noise) to t_end with the exponential-inte
 Lu et al. 2022 ("DPM-Solver++"), in the "dpmsolver" flavour of the second-order correction, as the
 published GVF sampler runs it. `noise_fn(x, t)` is the (guided) noise prediction at scalar time t.
 
-The multistep solver keeps its time grid on the host: its schedule values (interpolations, exponentials) are
-computed there, 0-d tensors that the device's operations on x take as scalars, without copies or synchronisation.
-On the device each step then runs only the few kernels of its update, not the ~160 tiny ones the schedule took
-there (32 steps on an H100: 446 against 458 ms, docs/benchmarks.md). `noise_fn` gets such a host time; the adaptive
-solver's times stay on x's device, where its step control compares them.
+Both solvers keep their times on the host (the multistep grid; the adaptive solver's step control, which reads
+one error estimate back per step): the schedule's values (interpolations, exponentials) are computed there, 0-d
+tensors that the device's operations on x take as scalars, without copies or synchronisation. On the device each
+step then runs only the kernels of its update, not the ~160 tiny ones per network evaluation the schedule took
+there (multistep, 32 steps on an H100: 446 against 458 ms, docs/benchmarks.md). `noise_fn(x, t)` gets such a 0-d
+host time.
 """
 from __future__ import annotations
 
@@ -113,18 +114,18 @@ class DPMSolverPP:
         if order != 2:
             raise ValueError("the adaptive DPM-Solver++ is implemented for order 2 (as published)")
         sch = self.schedule
-        s = t_start * torch.ones(1, device=x.device, dtype=x.dtype)
+        s = torch.tensor(t_start, dtype=x.dtype)          # the step control on the host (module docstring)
         lam_s = sch.lambda_(s)
-        lam_start, lam_end = lam_s.clone(), sch.lambda_(t_end * torch.ones_like(s))
-        h = h_init * torch.ones_like(s)
+        lam_start, lam_end = lam_s.clone(), sch.lambda_(torch.full_like(s, t_end))
+        h = torch.full_like(s, h_init)
         x_prev = x
-        while torch.abs(s - t_end).mean() > t_err:
+        while torch.abs(s - t_end) > t_err:
             t = sch.inverse_lambda(lam_s + h)
             x0_s = self.data_prediction(noise_fn, x, s, stats)
             x_lower = self.first_order(x, s, t, x0_s)
             x_higher = self.singlestep_second_order(noise_fn, x, s, t, x0_s, stats)
             tol = torch.maximum(torch.full_like(x, atol), rtol * torch.maximum(x_lower.abs(), x_prev.abs()))
-            err = ((x_higher - x_lower) / tol).reshape(x.shape[0], -1).square().mean(-1).sqrt().max()
+            err = ((x_higher - x_lower) / tol).reshape(x.shape[0], -1).square().mean(-1).sqrt().max().cpu()
             if err <= 1.0:
                 x, s, x_prev = x_higher, t, x_lower
                 lam_s = sch.lambda_(s)
