@@ -91,6 +91,43 @@ def test_graphed_dit_call_equals_the_eager_call():
     torch.testing.assert_close(small(torch.ones(2, device="cuda")), torch.full((2,), 2.0, device="cuda"))
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU (run on the GPU machine)")
+def test_graphed_call_returns_copies_of_nested_outputs():
+    from gvf4d.models.cuda_graph import GraphedCall
+    graphed = GraphedCall(lambda x: (x * 2, {"plus": x + 1}))
+    first = graphed(torch.ones(3, device="cuda"))
+    second = graphed(torch.full((3,), 5.0, device="cuda"))      # a replay into the same output buffers
+    assert torch.equal(first[0], torch.full((3,), 2.0, device="cuda")) and torch.equal(first[1]["plus"], first[0])
+    assert torch.equal(second[0], torch.full((3,), 10.0, device="cuda")) and second[1]["plus"][0].item() == 6.0
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU (run on the GPU machine)")
+def test_engine_decode_replays_the_decoder_context_from_a_graph():
+    """The graphed context stack gives the eager decode's bits, follows new latents, and is dropped when the
+    decoder's weights are cast again (a graph reads the weights' memory)."""
+    from gvf4d.models.motion_vae import MotionVAE, MotionVAEConfig
+    from gvf4d.pipelines.gvf import GVFEngine, GVFSettings
+    torch.manual_seed(0)
+    dit = GVFDiT(GVFDiTConfig(resolution=16, model_channels=32, num_blocks=1, num_heads=2, image_cond_channels=8))
+    vae = MotionVAE(MotionVAEConfig(depth=2, dim=192, queries_dim=192, heads=3, num_latents=16))  # heads of 64
+    for p in vae.parameters():
+        torch.nn.init.normal_(p, std=0.05)
+    stats = {k: torch.zeros(n) if k.endswith("mean") else torch.ones(n) for k, n in
+             (("static_mean", 14), ("static_std", 14), ("deformation_mean", 16), ("deformation_std", 16))}
+    engine = GVFEngine(dit, vae, stats).to("cuda")
+    rows = torch.randn(300, 14, device="cuda") * 0.3
+    latents = [torch.randn(4, 16, 16, device="cuda") for _ in range(2)]
+    graphed = [engine.decode_rows(latent, rows, GVFSettings()) for latent in latents]   # capture, then a replay
+    eager = [engine.decode_rows(latent, rows, GVFSettings(cuda_graphs=False)) for latent in latents]
+    assert len(engine._decoder_context._graphs) == 1 and engine._decoder_context.failed is None
+    for a, b in zip(graphed, eager):
+        assert a.shape == (4, 300, 14) and torch.equal(a, b)
+    exact = engine.decode_rows(latents[1], rows, GVFSettings(precision="fp32"))          # weights cast back
+    assert engine._decoder_context is None
+    assert ((eager[1] - exact).norm() / exact.norm()).item() < 1e-2
+    assert torch.equal(engine.decode_rows(latents[1], rows, GVFSettings()), eager[1])   # a new graph, new weights
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU (run on the GPU machine)")
 @pytest.mark.parametrize("method,guidance_scale", [("multistep", 1.0), ("multistep", 2.0), ("adaptive", 2.0)])
 def test_sampling_waits_for_the_gpu_only_for_the_step_control(method, guidance_scale):
@@ -370,9 +407,10 @@ def test_folded_decoder_values_are_laid_out_for_the_attention_kernel():
     from gvf4d.models.motion_vae import MotionVAE, MotionVAEConfig
     vae = MotionVAE(MotionVAEConfig(depth=1, dim=96, queries_dim=96, heads=2)).eval()
     with torch.no_grad():
-        keys, values, _ = vae.folded_values(torch.randn(3, 20, 96))
+        keys, padded, _ = vae.folded_values(torch.randn(3, 20, 96))
     width = value_width(14)
-    assert values.shape == (3, 20, 2, 14) and values.stride() == (20 * 2 * width, 2 * width, width, 1)
+    values = padded[..., :14]               # as decode_chunk_folded passes them
+    assert padded.shape == (3, 20, 2, width) and values.stride() == (20 * 2 * width, 2 * width, width, 1)
     assert _readable_at_width(values, width) and keys.stride()[-2:] == (48, 1)
 
 

@@ -65,6 +65,12 @@ def random_model(model: torch.nn.Module) -> torch.nn.Module:
     return model
 
 
+def identity_stats() -> dict[str, torch.Tensor]:
+    """Normalisation statistics that change nothing (zero means, unit deviations), for engines on random weights."""
+    return {k: torch.zeros(n) if k.endswith("mean") else torch.ones(n) for k, n in
+            (("static_mean", 14), ("static_std", 14), ("deformation_mean", 16), ("deformation_std", 16))}
+
+
 def dit_inputs(batch: int, frames: int = 32, device="cuda", guided: bool = False):
     """Random DiT inputs; guided (batch 3): the three-way guidance's branches, as ThreeWayGuidance passes them
     (no frame features and no canonical Gaussians / no frame features / both; one latent, time and set of token
@@ -195,9 +201,7 @@ def bench_engine_path(args, results, dit) -> list:
         ref = dit(x, t, **cond)
         with torch.autocast("cuda", dtype=torch.float16):
             plain = published_forward(dit, x, t, cond).float()
-    stats = {"static_mean": torch.zeros(14), "static_std": torch.ones(14), "deformation_mean": torch.zeros(16),
-             "deformation_std": torch.ones(16)}
-    engine = GVFEngine(dit, random_model(MotionVAE(MotionVAEConfig(depth=1))), stats).to("cuda")
+    engine = GVFEngine(dit, random_model(MotionVAE(MotionVAEConfig(depth=1))), identity_stats()).to("cuda")
     for graphs in (False, True):
         net = engine._network("fp16", cuda_graphs=graphs)
         prepare = engine._conditioner("fp16")
@@ -272,6 +276,20 @@ def bench_vae(args, results) -> list:
         label = "folded, fp16 weights (the engine)" if half else f"{name}, fp16 autocast"
         rows.append((f"motion-VAE decode 196,608 x 32, {label}", PUBLISHED["vae_decode"], TARGET["vae_decode"],
                      ms, peak))
+    # the engine's decode: as the last, its context stack replayed from a CUDA graph, the deltas returned in float32
+    from gvf4d.pipelines.gvf import GVFEngine, GVFSettings
+    engine = GVFEngine(random_model(GVFDiT(GVFDiTConfig(num_blocks=1))), vae, identity_stats()).to(dev)
+    def engine_decode():
+        return engine.decode_rows(latents, gaussians[0], GVFSettings())
+    before = torch.cuda.memory_allocated()
+    outs["engine"] = engine_decode()[None]          # captures the graph, which keeps its activations' memory
+    del outs["engine"]
+    results["vae_decode_engine_graph_memory_gib"] = (torch.cuda.memory_allocated() - before) / 2**30
+    outs["engine"] = engine_decode()[None]
+    ms, peak = cuda_time(engine_decode, warmup=1, iters=max(3, args.iters // 2)), peak_gib(engine_decode)
+    results["vae_decode_196608x32_engine_ms"], results["vae_decode_engine_peak_gib"] = ms, peak
+    rows.append(("motion-VAE decode 196,608 x 32, the engine (the last, its context stack from a CUDA graph)",
+                 PUBLISHED["vae_decode"], TARGET["vae_decode"], ms, peak))
     for name in outs:
         results[f"vae_decode_{name}_vs_fp32_rel_err"] = ((outs[name][:, :, :8192] - ref).norm() / ref.norm()).item()
     return rows

@@ -19,7 +19,7 @@ import torch
 
 sys.path.insert(0, "tools")
 from bench_canonical_gpu import random_dinov2, random_trellis, shell_voxels  # noqa: E402
-from bench_gpu import random_model  # noqa: E402
+from bench_gpu import identity_stats, random_model  # noqa: E402
 
 from gvf4d.canonical.azimuth import rotate_about_z, search_azimuth  # noqa: E402
 from gvf4d.pipelines.trellis import trellis_input_image  # noqa: E402
@@ -48,9 +48,8 @@ def main():
     t0 = time.perf_counter()
     dino = random_dinov2(dev)
     trellis = random_trellis(dev, dino) if args.canonical == "trellis" else None
-    stats = {"static_mean": torch.zeros(14), "static_std": torch.ones(14), "deformation_mean": torch.zeros(16),
-             "deformation_std": torch.ones(16)}
-    engine = GVFEngine(random_model(GVFDiT(GVFDiTConfig())), random_model(MotionVAE(MotionVAEConfig())), stats).to(dev)
+    engine = GVFEngine(random_model(GVFDiT(GVFDiTConfig())), random_model(MotionVAE(MotionVAEConfig())),
+                       identity_stats()).to(dev)
     torch.cuda.synchronize()
     load = time.perf_counter() - t0
     voxels = shell_voxels(20_000).to(dev)

@@ -1,10 +1,12 @@
 """Replaying a fixed-shape call from a CUDA graph: for the sampler's network calls, which repeat with the same
 shapes many times and, run eagerly, spend longer launching kernels than computing (the DiT at B=1: 52 ms of CPU
-for 34 ms of GPU work per call on an H100).
+for 34 ms of GPU work per call on an H100), and the motion-VAE decoder's context stack (once per shot, the same
+shape for every shot of a frame count).
 
 The inputs may be nested lists/tuples/dicts of tensors (a precomputed conditioning); other leaves (numbers) are
-part of the signature. The first call with a given signature (structure, shapes, dtypes) captures fn on static
-input buffers; later calls copy their inputs in, replay, and return a copy of the output. An input that is the
+part of the signature. The output is a tensor or such a nest of them. The first call with a given signature
+(structure, shapes, dtypes) captures fn on static input buffers; later calls copy their inputs in, replay, and
+return a copy of the output. An input that is the
 same tensor, unmodified, as the one copied last time is not copied again (a sampler passes the same conditioning
 at every step). The kernels are the same as fn's, so is the result. If a capture fails (an operation that cannot
 be captured), the call runs eagerly from then on. Each graph keeps its activations' memory, so only the
@@ -20,26 +22,26 @@ from typing import Any, Callable
 
 import torch
 from torch import Tensor
-from torch.utils._pytree import tree_flatten, tree_unflatten
+from torch.utils._pytree import tree_flatten, tree_map_only, tree_unflatten
 
 
 @dataclass
 class _Captured:
     graph: torch.cuda.CUDAGraph
     inputs: list[Any]              # the static buffers (tensors) and the other leaves, flattened
-    output: Tensor
+    output: Any                    # a tensor, or a nest of them
     copied: dict[int, tuple] = field(default_factory=dict)   # input index -> (weakref, version) last copied in
 
 
 class GraphedCall:
-    def __init__(self, fn: Callable[..., Tensor], warmup: int = 2, max_graphs: int = 4):
+    def __init__(self, fn: Callable[..., Any], warmup: int = 2, max_graphs: int = 4):
         self.fn = fn
         self.warmup = warmup
         self.max_graphs = max_graphs
         self._graphs: OrderedDict[tuple, _Captured] = OrderedDict()
         self.failed: str | None = None
 
-    def __call__(self, *args: Any, **kwargs: Any) -> Tensor:
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if self.failed is not None:
             return self.fn(*args, **kwargs)
         flat, spec = tree_flatten((args, kwargs))
@@ -64,7 +66,7 @@ class GraphedCall:
             static.copy_(a)
             entry.copied[i] = (weakref.ref(a), a._version)
         entry.graph.replay()
-        return entry.output.clone()
+        return tree_map_only(Tensor, torch.clone, entry.output)
 
     def clear(self) -> None:
         """Drop every captured graph and the memory it holds (the next call of each signature captures again)."""

@@ -10,7 +10,7 @@ Gaussians in chunks: memory is bounded by the chunk size, not by the number of G
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Optional
+from typing import NamedTuple, Optional
 
 import torch
 import torch.nn.functional as F
@@ -51,6 +51,15 @@ class MotionVAEConfig(ModelConfig):
     knn_k: int = 8
     beta: float = 7.0
 
+
+
+class FoldedContext(NamedTuple):
+    """What every Gaussian of the folded decoder attends to (`MotionVAE.folded_context`), the same for all chunks."""
+    keys: Tensor            # (B*T, L, H, D) the decoder cross-attention's keys
+    padded_values: Tensor   # (B*T, L, H, value_width(C_out)): per head its values carried through the output
+    #                         projection and the head, C_out channels then unused padding (the attention kernel
+    #                         reads the rows in place, through TMA where it can)
+    const: Tensor           # (C_out,) the constant term (output bias through the head, plus the head's bias)
 
 
 class PreNorm(nn.Module):
@@ -195,11 +204,16 @@ class MotionVAE(nn.Module):
             out = out + self.decoder_ff(out)
         return self.to_outputs(out).reshape(B, T, q, -1)
 
-    def folded_values(self, normed_context: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    def folded_context(self, latents: Tensor) -> FoldedContext:
+        """latents (B*T, L, latent_dim) -> the folded decoder's context: the self-attention stack, then the
+        cross-attention's keys and folded values. Depends on the latents only: compute it once for all chunks (the
+        engine replays it from a CUDA graph)."""
+        return self.folded_values(self.decode_context(latents)[1])
+
+    def folded_values(self, normed_context: Tensor) -> FoldedContext:
         """For the folded decoder, from the normalised context (decode_context's second output): the
-        cross-attention's keys (B*T, L, H, D) and its values already carried through the output projection and the
-        head, per head: (B*T, L, H, 14), plus the constant term (14,). Valid when there is no decoder MLP (the
-        published model)."""
+        cross-attention's keys and its values already carried through the output projection and the head, per head,
+        plus the constant term. Valid when there is no decoder MLP (the published model)."""
         attn = self.decoder_cross_attn.fn
         k, v = attn.to_kv(normed_context).chunk(2, dim=-1)
         k, v = attn.split_heads(k), attn.split_heads(v)                       # (BT, L, H, D)
@@ -208,12 +222,11 @@ class MotionVAE(nn.Module):
         fold = torch.einsum("od,dhe->hoe", self.to_outputs.weight.to(w_out.dtype), w_out)   # (H, 14, D)
         E = fold.shape[1]          # rows of value_width(14), heads side by side: the attention kernel reads them in
         fold = F.pad(fold, (0, 0, 0, value_width(E) - E))               # place (through TMA where it can)
-        values = torch.einsum("blhe,hoe->blho", v, fold.to(v.dtype)).contiguous()[..., :E]   # (BT, L, H, 14)
+        values = torch.einsum("blhe,hoe->blho", v, fold.to(v.dtype)).contiguous()        # (BT, L, H, width)
         const = self.to_outputs.weight @ attn.to_out.bias + self.to_outputs.bias
-        return k, values, const
+        return FoldedContext(k, values, const)
 
-    def decode_chunk_folded(self, query_rows: Tensor, keys: Tensor, values: Tensor, const: Tensor,
-                            out: Optional[Tensor] = None) -> Tensor:
+    def decode_chunk_folded(self, query_rows: Tensor, context: FoldedContext, out: Optional[Tensor] = None) -> Tensor:
         """Same result as decode_chunk (given query_rows = query_rows(gaussians)), with the value, output and head
         projections folded into the values: per Gaussian and frame one attention whose values are already the 14
         output channels, summed over heads (no 768x768 output projection per Gaussian and frame; the query is
@@ -222,25 +235,29 @@ class MotionVAE(nn.Module):
         attn = self.decoder_cross_attn.fn
         qh = attn.split_heads(attn.to_q(query_rows))                          # (B, q, H, D), once per chunk
         per_sample = lambda t: t.reshape(B, t.shape[0] // B, *t.shape[1:]).to(qh.dtype)   # noqa: E731
-        return head_summed_attention(qh, per_sample(keys), per_sample(values), qh.shape[-1] ** -0.5,
-                                     bias=const.to(qh.dtype), out=out)
+        values = context.padded_values[..., :self.config.output_dim]
+        return head_summed_attention(qh, per_sample(context.keys), per_sample(values), qh.shape[-1] ** -0.5,
+                                     bias=context.const.to(qh.dtype), out=out)
+
+    def decode_folded(self, context: FoldedContext, gaussians: Tensor, chunk_size: int | None = None) -> Tensor:
+        """The folded decoder (no decoder MLP only): context from `folded_context`, gaussians (B, Q, 14) -> deltas
+        (B, T, Q, 14), Q in chunks, each written into the result in place."""
+        chunk = chunk_size or self.config.chunk_size
+        B, Q = gaussians.shape[:2]
+        out = context.keys.new_empty(B, context.keys.shape[0] // B, Q, self.config.output_dim)
+        for i in range(0, Q, chunk):
+            self.decode_chunk_folded(self.query_rows(gaussians[:, i:i + chunk]), context, out=out[:, :, i:i + chunk])
+        return out
 
     def decode(self, latents: Tensor, gaussians: Tensor, chunk_size: int | None = None, folded: bool = True) -> Tensor:
         """latents (B*T, L, latent_dim), gaussians (B, Q, 14) -> deltas (B, T, Q, 14), Q handled in chunks.
-        folded: the folded decoder (no decoder MLP only), each chunk written into the result in place; else the
-        published computation."""
-        context, normed_context = self.decode_context(latents)
-        chunk = chunk_size or self.config.chunk_size
-        (B, Q), T = gaussians.shape[:2], latents.shape[0] // gaussians.shape[0]
+        folded: the folded decoder (`decode_folded`; no decoder MLP only), else the published computation."""
         if folded and self.decoder_ff is None:
-            keys, values, const = self.folded_values(normed_context)
-            out = keys.new_empty(B, T, Q, self.config.output_dim)
-            for i in range(0, Q, chunk):
-                self.decode_chunk_folded(self.query_rows(gaussians[:, i:i + chunk]), keys, values, const,
-                                         out=out[:, :, i:i + chunk])
-            return out
+            return self.decode_folded(self.folded_context(latents), gaussians, chunk_size)
+        context = self.decode_context(latents)[0]
+        chunk = chunk_size or self.config.chunk_size
         return torch.cat([self.decode_chunk(self.embed_queries(gaussians[:, i:i + chunk]), context)
-                          for i in range(0, Q, chunk)], dim=2)
+                          for i in range(0, gaussians.shape[1], chunk)], dim=2)
 
     # ---------------------------------------------------------------- encoder
     def sample_gaussians(self, gaussians: list[Tensor]) -> Tensor:

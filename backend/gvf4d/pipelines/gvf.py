@@ -81,6 +81,7 @@ class GVFEngine:
         self.stats = stats
         self.schedule = DiscreteVPSchedule.cosine(1000)
         self._fast: dict = {}      # the DiT's fast calls on CUDA, by cuda_graphs
+        self._decoder_context: Optional[GraphedCall] = None    # the motion-VAE decoder's context stack, graphed
         self._float32_weights: dict[int, dict[str, Tensor]] = {}   # CPU copies kept by _cast_weights, by module
         self.checkpoints = checkpoints or []
 
@@ -205,15 +206,27 @@ class GVFEngine:
 
     @torch.no_grad()
     def decode(self, latent: Tensor, canonical: GVFGaussians, settings: GVFSettings) -> Tensor:
-        """latent (T, 512, 16) -> deltas (T, N, 14). On CUDA in half precision the decoder's weights are cast (as
-        the DiT's): no autocast casts, layer norms and residuals in half (H100, 196,608 Gaussians: see
-        docs/benchmarks.md); elsewhere autocast, as published."""
-        rows = canonical.rows().to(self.device)
+        """latent (T, 512, 16) -> deltas (T, N, 14) of the canonical splat's Gaussians (`decode_rows`)."""
+        return self.decode_rows(latent, canonical.rows().to(self.device), settings)
+
+    @torch.no_grad()
+    def decode_rows(self, latent: Tensor, rows: Tensor, settings: GVFSettings) -> Tensor:
+        """latent (T, 512, 16), rows (N, 14) canonical Gaussians -> deltas (T, N, 14). On CUDA in half precision the
+        decoder's weights are cast (as the DiT's): no autocast casts, layer norms and residuals in half; with
+        cuda_graphs, the decoder's context stack (12 self-attention layers on the latent, then the folded keys and
+        values) is replayed from a CUDA graph captured on the first shot of a frame count: run eagerly, its kernels
+        wait on the CPU's launches (H100, 196,608 Gaussians: 30.6 against 33.0 ms per decode, docs/benchmarks.md).
+        Elsewhere autocast, as published."""
         half = self._half_weights(settings.precision)
-        self._cast_weights(self.vae, self.vae.proj.weight, half or torch.float32, self.vae.cast_decoder)
-        with contextlib.nullcontext() if half else self._autocast(settings.precision):
-            deltas = self.vae.decode(latent, rows[None], chunk_size=settings.decode_chunk)
-        return deltas[0].float()
+        if self._cast_weights(self.vae, self.vae.proj.weight, half or torch.float32, self.vae.cast_decoder):
+            self._decoder_context = None
+        if half is None or self.vae.decoder_ff is not None:
+            with contextlib.nullcontext() if half else self._autocast(settings.precision):
+                return self.vae.decode(latent, rows[None], chunk_size=settings.decode_chunk)[0].float()
+        if self._decoder_context is None:
+            self._decoder_context = GraphedCall(self.vae.folded_context, max_graphs=2)
+        context = (self._decoder_context if settings.cuda_graphs else self.vae.folded_context)(latent)
+        return self.vae.decode_folded(context, rows[None], chunk_size=settings.decode_chunk)[0].float()
 
     def run(self, canonical: GVFGaussians, frame_features: Tensor, settings: GVFSettings,
             progress: Optional[Progress] = None) -> GVFRun:
