@@ -411,6 +411,7 @@ def test_folded_decoder_values_are_laid_out_for_the_attention_kernel():
     width = value_width(14)
     values = padded[..., :14]               # as decode_chunk_folded passes them
     assert padded.shape == (3, 20, 2, width) and values.stride() == (20 * 2 * width, 2 * width, width, 1)
+    assert (padded[..., 14] == 1).all() and (padded[..., 15:] == 0).all()      # the kernel's ones, then zeros
     assert _readable_at_width(values, width) and keys.stride()[-2:] == (48, 1)
 
 
@@ -559,6 +560,13 @@ def test_fused_head_summed_attention_agrees_with_the_pytorch_path(dtype, shape, 
     assert (module._tma_descriptors(half[1], roomy[..., :E], value_width(E)) is not None) == tma   # the path tested
     in_place = head_summed_attention(*half[:2], roomy[..., :E], D ** -0.5, bias.to(dtype), fused=True).float()
     assert torch.equal(in_place, fused)
+    # the ones channel in the values' storage already (the folded decoder's layout): read as it is
+    roomy[..., E] = 1
+    ones = head_summed_attention(*half[:2], roomy[..., :E], D ** -0.5, bias.to(dtype), fused=True, ones_in_values=True)
+    assert torch.equal(ones.float(), fused)
+    # values that must be copied into the kernel's layout lose the claim (the copy has no ones): still right
+    assert torch.equal(head_summed_attention(*half, D ** -0.5, bias.to(dtype), fused=True, ones_in_values=True).float(),
+                       fused)
 
 
 def test_shared_row_attention_takes_its_values_from_the_rows():

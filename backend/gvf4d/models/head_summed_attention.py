@@ -13,7 +13,9 @@ the per-head outputs, and gets the softmax denominator from the value product (a
 or more channels on GPUs with the tensor memory accelerator (sm_90+) it loads key and value tiles through TMA
 descriptors, on 128 x 128 tiles with 8 warps: the decoder's chunk (8,192 Gaussians x 32 frames x 12 heads of 64,
 512 keys) takes 0.85 against 0.95 ms with per-thread loads on the H100 (for the DiT's 16-channel folded attention
-TMA brought nothing: 0.39 ms either way).
+TMA brought nothing: 0.39 ms either way). Where the values' storage already holds the ones (`ones_in_values`, as
+the folded decoder lays them out), the value tiles go from TMA to the tensor cores untouched and the kernel is held
+to 128 registers (two blocks per SM): 0.79 against 0.85 ms.
 """
 from __future__ import annotations
 
@@ -40,11 +42,12 @@ def head_summed_attention_reference(q: Tensor, k: Tensor, v: Tensor, scale: floa
 
 
 def head_summed_attention(q: Tensor, k: Tensor, v: Tensor, scale: float, bias: Tensor | None = None,
-                          out: Tensor | None = None, fused: bool | None = None) -> Tensor:
+                          out: Tensor | None = None, fused: bool | None = None, ones_in_values: bool = False) -> Tensor:
     """q (B, M, H, D), k (B, T, N, H, D), v (B, T, N, H, E), bias (E,) or None -> (B, T, M, E) in q's dtype, written
     into out (any strides, e.g. a slice of a larger result) when given. fused: None picks the Triton kernel where
     it runs (CUDA, half precision, Triton installed, D one of 16, 32, 64, 128, E < 64); True requires it; False
-    takes the PyTorch path."""
+    takes the PyTorch path. ones_in_values: v is a [..., :E] view of rows `value_width(E)` wide whose channel E holds
+    ones (the kernel then reads the value tiles as they are; `value_width`)."""
     B, M, H, D = q.shape
     T, N, E = k.shape[1], k.shape[2], v.shape[-1]
     if k.shape != (B, T, N, H, D) or v.shape[:4] != (B, T, N, H):
@@ -59,13 +62,13 @@ def head_summed_attention(q: Tensor, k: Tensor, v: Tensor, scale: float, bias: T
     if torch.compiler.is_compiling():
         result = torch.ops.gvf4d.head_summed_attention(q, k, v, scale, bias)
         return result if out is None else out.copy_(result)
-    return _launch(q, k, v, scale, bias, out)      # directly: the operator's dispatch adds ~25 us of CPU per call
+    return _launch(q, k, v, scale, bias, out, ones_in_values)   # directly: the operator's dispatch adds ~25 us of CPU
 
 
 @torch.library.custom_op("gvf4d::head_summed_attention", mutates_args=())
 def _fused(q: Tensor, k: Tensor, v: Tensor, scale: float, bias: Tensor | None) -> Tensor:
     """The kernel as one operator for torch.compile (opaque to it; CUDA graphs capture its launch)."""
-    return _launch(q, k, v, scale, bias, None)
+    return _launch(q, k, v, scale, bias, None, False)
 
 
 @_fused.register_fake
@@ -77,7 +80,8 @@ def value_width(channels: int) -> int:
     """The kernel's value tile width for E channels: a power of two (at least 16) with at least one spare channel,
     where the kernel puts ones, so the value product also sums the probabilities (the softmax denominator costs no
     extra pass). Values laid out `value_width(E)` apart (a [..., :E] view) are read in place; others are copied
-    into that layout per call."""
+    into that layout per call. Rows that hold the ones in channel E already spare the kernel setting them
+    (`head_summed_attention(..., ones_in_values=True)`)."""
     return max(16, 1 << channels.bit_length())
 
 
@@ -88,21 +92,23 @@ def _readable_at_width(v: Tensor, width: int) -> bool:
     return v.stride(-1) == 1 and last + width - v.shape[-1] < v.untyped_storage().nbytes() // v.element_size()
 
 
-def _launch(q: Tensor, k: Tensor, v: Tensor, scale: float, bias: Tensor | None, out: Tensor | None) -> Tensor:
+def _launch(q: Tensor, k: Tensor, v: Tensor, scale: float, bias: Tensor | None, out: Tensor | None,
+            ones_in_values: bool) -> Tensor:
     triton, kernel = triton_kernel(_build_kernel)
     B, M, H, D = q.shape
     T, N, E = k.shape[1], k.shape[2], v.shape[-1]
     width = value_width(E)
     if not _readable_at_width(v, width):
-        v = F.pad(v, (0, width - E))
+        v, ones_in_values = F.pad(v, (0, width - E)), False
     if out is None:
         out = torch.empty(B, T, M, E, device=q.device, dtype=q.dtype)
     descriptors = _tma_descriptors(k, v, width) if D >= 64 else None
-    tiles = TMA_TILES if descriptors else TILES
+    tiles = (TMA_ONES_TILES if ones_in_values else TMA_TILES) if descriptors else TILES
     grid = (triton.cdiv(M, tiles["BLOCK_M"]), B * T)
     kernel[grid](q, *(descriptors or (k, v)), out, q if bias is None else bias, scale * LOG2_E, M, N, T, H,
                  *q.stride(), *k.stride(), *v.stride(), *out.stride(), D=D, E=E, E_PAD=width,
-                 EVEN_N=N % tiles["BLOCK_N"] == 0, HAS_BIAS=bias is not None, TMA=descriptors is not None, **tiles)
+                 EVEN_N=N % tiles["BLOCK_N"] == 0, HAS_BIAS=bias is not None, TMA=descriptors is not None,
+                 ONES_IN_V=ones_in_values, **tiles)
     return out
 
 
@@ -110,8 +116,11 @@ def _launch(q: Tensor, k: Tensor, v: Tensor, scale: float, bias: Tensor | None, 
 # canonical attention (262,144 x 4,096 keys of 16). Per-thread loads: 64 x 128 tiles, 4 warps, 3 stages were best
 # for both (0.95 and 0.39 ms; 64 x 64: 1.11 and 0.42 ms; 128 x 64 or 128 x 128 tiles with 8 warps: no better). TMA
 # loads (decoder): 128 x 128 with 8 warps, 3 stages 0.85 ms; with 4 warps 0.87; 64 x 128 0.89; 256 x 128 1.10 ms.
+# With the ones in the values' storage: 0.79 ms held to 128 registers (left to itself the compiler took 162: one
+# block per SM, 1.11 ms; 120 registers 0.84; 64 x 128 with 4 warps 0.84; 64 x 64 at 96 registers 0.83 ms).
 TILES = {"BLOCK_M": 64, "BLOCK_N": 128, "num_warps": 4, "num_stages": 3}
 TMA_TILES = {"BLOCK_M": 128, "BLOCK_N": 128, "num_warps": 8, "num_stages": 3}
+TMA_ONES_TILES = {**TMA_TILES, "maxnreg": 128}
 
 
 def _tma_descriptors(k: Tensor, v: Tensor, width: int):
@@ -140,9 +149,10 @@ def _build_kernel(triton, tl):
     def head_summed_attention_kernel(Q, K, V, O, Bias, scale_log2, M, N, T, H,
                sqb, sqm, sqh, sqd, skb, skt, skn, skh, skd, svb, svt, svn, svh, sve, sob, sot, som, soe,
                D: tl.constexpr, E: tl.constexpr, E_PAD: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-               EVEN_N: tl.constexpr, HAS_BIAS: tl.constexpr, TMA: tl.constexpr):
+               EVEN_N: tl.constexpr, HAS_BIAS: tl.constexpr, TMA: tl.constexpr, ONES_IN_V: tl.constexpr):
         """One program: BLOCK_M queries against the keys/values of one (b, t), all heads, online softmax. Value
-        rows are read E_PAD wide; channel E of the tile is set to ones, the channels past it are never used. TMA:
+        rows are read E_PAD wide; channel E of the tile is set to ones (ONES_IN_V: it holds them already), the
+        channels past it are never used. TMA:
         K and V are descriptors of the (b, t, n) rows (keys past N in a last partial tile are masked in the scores;
         the rows read there belong to the next (b, t) or are zeros)."""
         pid_m = tl.program_id(0)
@@ -165,17 +175,19 @@ def _build_kernel(triton, tl):
                 n = start + offs_n
                 if TMA:
                     k = K.load([bt * N + start, h * D])
-                    v = tl.where(ones, 1.0, V.load([bt * N + start, h * E_PAD]))
+                    v = V.load([bt * N + start, h * E_PAD])
                 else:
                     k_rows = K + b * skb + t * skt + h * skh + n[:, None] * skn
                     v_rows = V + b * svb + t * svt + h * svh + n[:, None] * svn
                     if EVEN_N:
                         k = tl.load(k_rows + offs_d[None, :] * skd)
-                        v = tl.where(ones, 1.0, tl.load(v_rows + offs_e[None, :] * sve))
-                    else:
+                        v = tl.load(v_rows + offs_e[None, :] * sve)
+                    else:                   # keys past N: no score, and zero values (the ones channel too)
                         n_ok = n[:, None] < N
                         k = tl.load(k_rows + offs_d[None, :] * skd, mask=n_ok, other=0.0)
-                        v = tl.where(ones & n_ok, 1.0, tl.load(v_rows + offs_e[None, :] * sve, mask=n_ok, other=0.0))
+                        v = tl.load(v_rows + offs_e[None, :] * sve, mask=n_ok, other=0.0)
+                if not ONES_IN_V:
+                    v = tl.where(ones, 1.0, v)
                 s = tl.dot(q, tl.trans(k))                                      # (BLOCK_M, BLOCK_N)
                 if not EVEN_N:
                     s = tl.where(n[None, :] < N, s, float("-inf"))

@@ -57,8 +57,8 @@ class FoldedContext(NamedTuple):
     """What every Gaussian of the folded decoder attends to (`MotionVAE.folded_context`), the same for all chunks."""
     keys: Tensor            # (B*T, L, H, D) the decoder cross-attention's keys
     padded_values: Tensor   # (B*T, L, H, value_width(C_out)): per head its values carried through the output
-    #                         projection and the head, C_out channels then unused padding (the attention kernel
-    #                         reads the rows in place, through TMA where it can)
+    #                         projection and the head (C_out channels), ones (the attention kernel's denominator),
+    #                         zeros; the kernel reads the rows in place, through TMA where it can
     const: Tensor           # (C_out,) the constant term (output bias through the head, plus the head's bias)
 
 
@@ -223,6 +223,7 @@ class MotionVAE(nn.Module):
         E = fold.shape[1]          # rows of value_width(14), heads side by side: the attention kernel reads them in
         fold = F.pad(fold, (0, 0, 0, value_width(E) - E))               # place (through TMA where it can)
         values = torch.einsum("blhe,hoe->blho", v, fold.to(v.dtype)).contiguous()        # (BT, L, H, width)
+        values[..., E] = 1                       # the kernel's ones channel (head_summed_attention, ones_in_values)
         const = self.to_outputs.weight @ attn.to_out.bias + self.to_outputs.bias
         return FoldedContext(k, values, const)
 
@@ -237,7 +238,7 @@ class MotionVAE(nn.Module):
         per_sample = lambda t: t.reshape(B, t.shape[0] // B, *t.shape[1:]).to(qh.dtype)   # noqa: E731
         values = context.padded_values[..., :self.config.output_dim]
         return head_summed_attention(qh, per_sample(context.keys), per_sample(values), qh.shape[-1] ** -0.5,
-                                     bias=context.const.to(qh.dtype), out=out)
+                                     bias=context.const.to(qh.dtype), out=out, ones_in_values=True)
 
     def decode_folded(self, context: FoldedContext, gaussians: Tensor, chunk_size: int | None = None) -> Tensor:
         """The folded decoder (no decoder MLP only): context from `folded_context`, gaussians (B, Q, 14) -> deltas
