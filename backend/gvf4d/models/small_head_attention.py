@@ -6,7 +6,8 @@ The GVF DiT's attentions have 16 heads of 32 channels. On an H100 cuDNN's and fl
 at 0.24 / 0.26 ms per image cross-attention (32 frames x 512 queries x 1,370 keys) and return (B, H, L, D) outputs
 that the output projection copies back to tokens; SDPA's memory-efficient kernel, the fastest of its three on the
 temporal attention (512 tokens x 32 frames), takes 0.091 ms there. The Triton kernel here (online softmax, one
-program per query tile and (sample, head), only a last partial key tile masked) takes 0.19 and 0.034 ms, reads the
+program per query tile and (sample, head), only a last partial key tile masked) takes 0.19 (0.186 since its tiles
+for long key sequences, `_tiles`) and 0.034 ms, reads the
 query/key/value views of the projections in place and writes (B, L, H, D). `small_head_attention_reference` is SDPA.
 
 Queries and keys can be RMS-normalised per head first (the DiT's self-attentions, models/multihead_rms_norm.py): the
@@ -27,11 +28,16 @@ from .triton_kernels import LOG2_E, triton_kernel, use_fused
 
 
 def _tiles(keys: int) -> dict:
-    """Tile shape and launch settings, measured on an H100 for D = 32: the DiT's spatial self- and image
-    cross-attention (512 / 1,370 keys) ran best on 64 x 128 tiles with 4 warps, 3 stages (64 x 64, 128 x 64 with
-    8 warps: 1-15% slower); its temporal attention (32 keys) on 32 x 32 tiles with one warp, 2 stages."""
+    """Tile shape and launch settings, measured on an H100 for D = 32: the DiT's spatial self-attention (512 keys)
+    ran best on 64 x 128 tiles with 4 warps, 3 stages (64 x 64, 128 x 64 with 8 warps: 1-15% slower; held to 128
+    or 160 registers: the same); its image cross-attention (1,370 keys) on 128 x 64 tiles with 8 warps held to 96
+    registers (0.186-0.188 against 0.199-0.201 ms: more blocks per SM; 64 x 64 at 96 registers 0.189 ms; left to
+    itself the compiler takes more registers and runs 3 blocks of 4 warps per SM); its temporal attention (32 keys)
+    on 32 x 32 tiles with one warp, 2 stages."""
     if keys <= 32:
         return {"BLOCK_M": 32, "BLOCK_N": 32, "num_warps": 1, "num_stages": 2}
+    if keys > 1024:
+        return {"BLOCK_M": 128, "BLOCK_N": 64, "num_warps": 8, "num_stages": 3, "maxnreg": 96}
     return {"BLOCK_M": 64, "BLOCK_N": 128, "num_warps": 4, "num_stages": 3}
 
 
