@@ -6,9 +6,9 @@ The GVF DiT's attentions have 16 heads of 32 channels. On an H100 cuDNN's and fl
 at 0.24 / 0.26 ms per image cross-attention (32 frames x 512 queries x 1,370 keys) and return (B, H, L, D) outputs
 that the output projection copies back to tokens; SDPA's memory-efficient kernel, the fastest of its three on the
 temporal attention (512 tokens x 32 frames), takes 0.091 ms there. The Triton kernel here (online softmax, one
-program per query tile and (sample, head), only a last partial key tile masked) takes 0.19 (0.186 since its tiles
-for long key sequences, `_tiles`) and 0.034 ms, reads the
-query/key/value views of the projections in place and writes (B, L, H, D). `small_head_attention_reference` is SDPA.
+program per query tile and (sample, head), only a last partial key tile masked, tiles by key count: `_tiles`) takes
+0.186 and 0.034 ms, reads the query/key/value views of the projections in place and writes (B, L, H, D).
+`small_head_attention_reference` is SDPA.
 
 Queries and keys can be RMS-normalised per head first (the DiT's self-attentions, models/multihead_rms_norm.py): the
 kernel normalises each query tile as it loads it and, where one query tile spans every query (the temporal
