@@ -174,7 +174,8 @@ def test_sampling_waits_for_the_gpu_only_for_the_step_control(method, guidance_s
 def test_guidance_takes_a_host_time_only_as_a_scalar():
     """Per-sample times on another device than the latent would need a copy: refused, saying what it takes."""
     from gvf4d.samplers import DiscreteVPSchedule, ThreeWayGuidance
-    cond = {"cond_images": torch.zeros(2, 4, 3, 16, device="meta"), "static_latent": torch.zeros(2, 5, 14, device="meta")}
+    cond = {"cond_images": torch.zeros(2, 4, 3, 16, device="meta"),
+            "static_latent": torch.zeros(2, 5, 14, device="meta")}
     guidance = ThreeWayGuidance(lambda x, t, **c: x, DiscreteVPSchedule.cosine(), cond)
     with pytest.raises(ValueError, match="a time on cpu for x on meta must be 0-d"):
         guidance.noise(torch.zeros(2, 4, 8, 16, device="meta"), torch.tensor([0.5, 0.4]))
@@ -319,8 +320,8 @@ def test_fused_residual_layer_norm_agrees_with_the_pytorch_path(dtype, case):
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="the Triton kernel needs a GPU (run on the GPU machine)")
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-@pytest.mark.parametrize("shape", [(2, 512, 16, 32, 1370), (1, 200, 2, 16, 1100), (3, 77, 2, 16, 256), (1, 1, 4, 32, 65),
-                                   (64, 32, 16, 32, 32), (5, 20, 3, 16, 17)])
+@pytest.mark.parametrize("shape", [(2, 512, 16, 32, 1370), (1, 200, 2, 16, 1100), (3, 77, 2, 16, 256),
+                                   (1, 1, 4, 32, 65), (64, 32, 16, 32, 32), (5, 20, 3, 16, 17)])
 @pytest.mark.parametrize("normed", [False, True])
 def test_small_head_attention_agrees_with_sdpa(dtype, shape, normed):
     from gvf4d.models.attention import MultiHeadRMSNorm

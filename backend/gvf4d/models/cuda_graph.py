@@ -6,11 +6,11 @@ shape for every shot of a frame count).
 The inputs may be nested lists/tuples/dicts of tensors (a precomputed conditioning); other leaves (numbers) are
 part of the signature. The output is a tensor or such a nest of them. The first call with a given signature
 (structure, shapes, dtypes) captures fn on static input buffers; later calls copy their inputs in, replay, and
-return a copy of the output. An input that is the
-same tensor, unmodified, as the one copied last time is not copied again (a sampler passes the same conditioning
-at every step). The kernels are the same as fn's, so is the result. If a capture fails (an operation that cannot
-be captured), the call runs eagerly from then on. Each graph keeps its activations' memory, so only the
-`max_graphs` most recently used signatures are kept (a long-running service sees shots of many lengths).
+return a copy of the output. An input that is the same tensor, unmodified, as the one copied last time is not
+copied again (a sampler passes the same conditioning at every step). The kernels are the same as fn's, so is the
+result. If a capture fails (an operation that cannot be captured), the call runs eagerly from then on. Each graph
+keeps its activations' memory, so only the `max_graphs` most recently used signatures are kept (a long-running
+service sees shots of many lengths).
 """
 from __future__ import annotations
 

@@ -52,7 +52,6 @@ class MotionVAEConfig(ModelConfig):
     beta: float = 7.0
 
 
-
 class FoldedContext(NamedTuple):
     """What every Gaussian of the folded decoder attends to (`MotionVAE.folded_context`), the same for all chunks."""
     keys: Tensor            # (B*T, L, H, D) the decoder cross-attention's keys
