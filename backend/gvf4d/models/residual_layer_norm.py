@@ -87,7 +87,9 @@ def residual_layer_norm(x: Tensor, delta: Optional[Tensor], gate: Optional[Tenso
     rows = B * T * N
     if rows:
         width = triton.next_power_of_2(C)
-        block = max(1, 4096 // width)
+        # 1,024 elements a program (H100, 16,384 rows: C 512 gated 25.0 against 26.0 us with 4,096; C 768 35.9
+        # against 36.3 us; the same bits)
+        block = max(1, 1024 // width)
         d = delta if delta is not None else x
         sample_stride = lambda t: t.stride(0) if t.ndim == 2 else 0      # noqa: E731  (shared weights: 0)
         kernel[(triton.cdiv(rows, block),)](
