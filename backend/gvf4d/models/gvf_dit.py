@@ -402,15 +402,16 @@ class GVFDiT(nn.Module):
         layers = [*self.blocks, self.final_layer]
         if self.config.share_mod or self.input_layer.weight.dtype == torch.float32:
             return [layer.modulation(mod) for layer in layers]
-        weight, bias = self._stacked_modulation(layers)
-        widths = [sum(linear.weight[part].shape[0] for linear, part in layer.modulation_layers()) for layer in layers]
+        weight, bias, widths = self._stacked_modulation(layers)
         stacked = F.linear(F.silu(mod.to(weight.dtype)), weight, bias)
         return [list(chunk.split(self.config.model_channels, dim=1)) for chunk in stacked.split(widths, dim=1)]
 
-    def _stacked_modulation(self, layers: list[nn.Module]) -> tuple[Tensor, Tensor]:
+    def _stacked_modulation(self, layers: list[nn.Module]) -> tuple[Tensor, Tensor, list[int]]:
         """The modulation layers' weights and biases stacked in `modulations`' order ((parts * C, C), (parts * C,)),
-        1 added to the biases of the scales; cached while every parameter is the same tensor, unmodified."""
-        rows = [(linear, part) for layer in layers for linear, part in layer.modulation_layers()]
+        1 added to the biases of the scales, and each layer's rows in the stack; cached while every parameter is the
+        same tensor, unmodified."""
+        per_layer = [layer.modulation_layers() for layer in layers]
+        rows = [(linear, part) for pieces in per_layer for linear, part in pieces]
         params = [p for linear, _ in rows for p in (linear.weight, linear.bias)]
         key = tuple((p.data_ptr(), p._version, p.dtype, p.device) for p in params)
         cached = self.__dict__.get("_modulation_stack")
@@ -420,8 +421,9 @@ class GVFDiT(nn.Module):
                 weight = torch.cat([linear.weight[part] for linear, part in rows])
                 bias = torch.cat([linear.bias[part] for linear, part in rows])
                 bias.view(-1, c)[1::3] += 1                # every part is [shift, scale, gate] or [shift, scale]
-            cached = self.__dict__["_modulation_stack"] = (key, weight, bias)
-        return cached[1], cached[2]
+            widths = [sum(linear.weight[part].shape[0] for linear, part in pieces) for pieces in per_layer]
+            cached = self.__dict__["_modulation_stack"] = (key, weight, bias, widths)
+        return cached[1:]
 
     def config_dict(self) -> dict:
         return asdict(self.config)
