@@ -321,7 +321,7 @@ def test_fused_residual_layer_norm_agrees_with_the_pytorch_path(dtype, case):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="the Triton kernel needs a GPU (run on the GPU machine)")
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("shape", [(2, 512, 16, 32, 1370), (1, 200, 2, 16, 1100), (3, 77, 2, 16, 256),
-                                   (1, 1, 4, 32, 65), (64, 32, 16, 32, 32), (5, 20, 3, 16, 17)])
+                                   (2, 300, 4, 32, 200), (1, 1, 4, 32, 65), (64, 32, 16, 32, 32), (5, 20, 3, 16, 17)])
 @pytest.mark.parametrize("normed", [False, True])
 def test_small_head_attention_agrees_with_sdpa(dtype, shape, normed):
     from gvf4d.models.attention import MultiHeadRMSNorm
