@@ -152,9 +152,8 @@ def _build_kernel(triton, tl):
                EVEN_N: tl.constexpr, HAS_BIAS: tl.constexpr, TMA: tl.constexpr, ONES_IN_V: tl.constexpr):
         """One program: BLOCK_M queries against the keys/values of one (b, t), all heads, online softmax. Value
         rows are read E_PAD wide; channel E of the tile is set to ones (ONES_IN_V: it holds them already), the
-        channels past it are never used. TMA:
-        K and V are descriptors of the (b, t, n) rows (keys past N in a last partial tile are masked in the scores;
-        the rows read there belong to the next (b, t) or are zeros)."""
+        channels past it are never used. TMA: K and V are descriptors of the (b, t, n) rows (keys past N in a last
+        partial tile are masked in the scores; the rows read there belong to the next (b, t) or are zeros)."""
         pid_m = tl.program_id(0)
         bt = tl.program_id(1)
         b = bt // T
