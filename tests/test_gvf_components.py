@@ -57,6 +57,44 @@ def test_rms_norm_half_path_agrees_with_the_published_float_path():
     assert ((half - ref).norm() / ref.norm()) < 8e-3        # bf16 rounding
 
 
+def test_argument_flattener_round_trips_and_keeps_a_frozen_nest_while_it_lives():
+    import gc
+
+    from gvf4d.models.cuda_graph import ArgumentFlattener, Signature
+    from gvf4d.models.gvf_dit import Conditioning
+    torch.manual_seed(0)
+    dit = GVFDiT(GVFDiTConfig(resolution=16, model_channels=32, num_blocks=2, num_heads=2, image_cond_channels=8))
+    with torch.no_grad():
+        condition = dit.half().condition(torch.randn(3, 2, 5, 8), torch.randn(3, 7, 14))   # folded, a float leaf
+    assert isinstance(condition, Conditioning)
+    flattener = ArgumentFlattener()
+    call = ((torch.ones(1, 2, 16, 16), 3.5), {"condition": condition, "xyz": torch.zeros(1, 16, 3), "n": [1, 2]})
+    leaves, tokens = flattener.flatten(call)
+    rebuilt = flattener.unflatten(leaves, tokens)
+    assert isinstance(rebuilt[1]["condition"], Conditioning) and rebuilt[1]["n"] == [1, 2] and rebuilt[0][1] == 3.5
+    assert rebuilt[1]["condition"][1].static.attend.scale == condition[1].static.attend.scale
+    for a, b in zip(flattener.flatten(rebuilt)[0], leaves):
+        assert a is b
+    # the conditioning is one Signature token, and flattening it again reuses the same leaves and signature
+    (signature,) = [t for t in tokens if isinstance(t, Signature)]
+    again, tokens_again = flattener.flatten(call)
+    assert [t for t in tokens_again if isinstance(t, Signature)][0] is signature and tokens_again == tokens
+    assert all(a is b for a, b in zip(again, leaves))
+    # another nest of the same shapes gets an equal signature; other shapes or values a different one
+    with torch.no_grad():
+        same = dit.condition(torch.randn(3, 2, 5, 8), torch.randn(3, 7, 14))
+        other = dit.condition(torch.randn(3, 2, 6, 8), torch.randn(3, 7, 14))
+    assert flattener.flatten(same)[1] == flattener.flatten(condition)[1] != flattener.flatten(other)[1]
+    assert flattener.flatten((1, [2]))[1] != flattener.flatten((1, [3]))[1]
+    # only the four conditionings are kept (the rebuilt one too), each until it is freed
+    assert len(flattener._frozen) == 4
+    del condition, call, rebuilt, same, other
+    gc.collect()
+    assert not flattener._frozen
+    with pytest.raises(TypeError, match="holds a list"):
+        flattener.flatten(Conditioning([(torch.ones(2), [1])]))
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU (run on the GPU machine)")
 def test_graphed_dit_call_equals_the_eager_call():
     from gvf4d.models.cuda_graph import GraphedCall
@@ -84,8 +122,8 @@ def test_graphed_dit_call_equals_the_eager_call():
     small = GraphedCall(lambda x: x * 2, max_graphs=2)
     for n in (3, 4, 5, 3):                  # a third shape evicts the least recently used one
         torch.testing.assert_close(small(torch.ones(n, device="cuda")), torch.full((n,), 2.0, device="cuda"))
-    assert [shapes for _, shapes in small._graphs] == [(((5,), torch.float32, torch.device("cuda", 0)),),
-                                                      (((3,), torch.float32, torch.device("cuda", 0)),)]
+    kept = [[token[1] for token in key if token[0] is torch.Tensor] for key in small._graphs]
+    assert kept == [[torch.Size([5])], [torch.Size([3])]]
     small.clear()
     assert not small._graphs
     torch.testing.assert_close(small(torch.ones(2, device="cuda")), torch.full((2,), 2.0, device="cuda"))

@@ -24,13 +24,14 @@ Both give the published result up to rounding.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any, Callable, Literal, NamedTuple, Optional
+from typing import Any, Callable, Literal, NamedTuple, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .config import AttentionHeads, ModelConfig
+from .cuda_graph import FrozenNest
 from .embeddings import TimestepEmbedder, xyz_sincos_embedding
 from .residual_layer_norm import add_norm
 from .shared_row_attention import shared_row_attention
@@ -85,6 +86,11 @@ class ContextCondition(NamedTuple):
 class BlockCondition(NamedTuple):
     image: ContextCondition      # keys/values per frame: (B'*T, L, H, D)
     static: ContextCondition     # folded, or the published keys/values (B', S, H, D)
+
+
+class Conditioning(FrozenNest):
+    """`GVFDiT.condition`'s result: every block's BlockCondition, in block order, immutable; a graphed network call
+    flattens it once and reuses that while it lives (models/cuda_graph.py)."""
 
 
 def attend_context(x: Tensor, cond: ContextCondition, attend: Callable[[Tensor, Any], Tensor]) -> Tensor:
@@ -328,7 +334,7 @@ class GVFDiT(nn.Module):
         sample's, shared by the B conditioning samples (see `denoise`)."""
         return self.denoise(x, t, self.condition(cond_images, static_latent), deformation_position_xyz)
 
-    def condition(self, cond_images: Tensor, static_latent: Tensor, fast: Optional[bool] = None) -> list[BlockCondition]:
+    def condition(self, cond_images: Tensor, static_latent: Tensor, fast: Optional[bool] = None) -> Conditioning:
         """cond_images (B, T, L, C_img), static_latent (B, S, 14) -> every block's conditioning, the same for
         every denoising step. fast: the folded canonical-Gaussian attention (where the model has no key norm on
         it and at most 16 Gaussian channels, as published) and uniform attention for constant contexts (module
@@ -362,10 +368,10 @@ class GVFDiT(nn.Module):
             static = keys_values(static_attns, static_emb)
         image_const = [None] * n if image_live is None else uniform_attention_outputs(image_attns, image_token)
         static_const = [None] * n if static_live is None else uniform_attention_outputs(static_attns, static_token)
-        return [BlockCondition(ContextCondition(i, image_live, ic), ContextCondition(s, static_live, sc))
-                for i, ic, s, sc in zip(image, image_const, static, static_const)]
+        return Conditioning(BlockCondition(ContextCondition(i, image_live, ic), ContextCondition(s, static_live, sc))
+                            for i, ic, s, sc in zip(image, image_const, static, static_const))
 
-    def denoise(self, x: Tensor, t: Tensor, condition: list[BlockCondition],
+    def denoise(self, x: Tensor, t: Tensor, condition: Sequence[BlockCondition],
                 deformation_position_xyz: Optional[Tensor] = None) -> Tensor:
         """x (B, T, N, C_in), t (B,), condition from `condition`, deformation_position_xyz (B, N, 3)
         -> v-prediction (B, T, N, C_out). x, t and deformation_position_xyz may be one sample's (batch 1) shared by
