@@ -118,3 +118,51 @@ def test_half_precision_trunks_agree_with_float32():
         out = flow(SparseTensor.from_coords(io["feats"], io["coords"]), io["t"], io["cond"]).feats
     assert out.dtype == torch.float32
     assert ((out - ref).norm() / ref.norm()) < 3e-2
+
+
+def _block_and_tokens(device="cpu", dtype=torch.float32, uneven=False):
+    """A small ModulatedCrossBlock with random weights, and inputs for it as dense tokens (B=2) and as the rows of
+    two sparse items (of 50 and 50, or 50 and 40 rows)."""
+    from gvf4d.models.trellis.blocks import ModulatedCrossBlock
+    from gvf4d.models.trellis.tokens import DenseTokens, SparseTokens
+    torch.manual_seed(0)
+    block = ModulatedCrossBlock(64, 32, 4, qk_rms_norm=True).eval()
+    for p in block.parameters():
+        torch.nn.init.normal_(p, std=0.2)
+    x, emb, context = (t.to(device, dtype) for t in (torch.randn(2, 50, 64), torch.randn(2, 64), torch.randn(2, 7, 32)))
+    sizes = (50, 40 if uneven else 50)
+    coords = torch.cat([torch.cat([torch.full((n, 1), i), torch.randint(0, 8, (n, 3))], 1) for i, n in enumerate(sizes)])
+    rows = SparseTensor.from_coords(torch.randn(sum(sizes), 64).to(device, dtype), coords.int().to(device), 2)
+    return block.to(device, dtype), (x, emb, context, DenseTokens), (rows.feats, emb, context, SparseTokens(rows))
+
+
+def _per_row(block, x, emb, context, tokens, monkeypatch):
+    """The block's per-row path, the one items of different sizes take."""
+    with monkeypatch.context() as m:
+        m.setattr(tokens if isinstance(tokens, type) else type(tokens), "grid", lambda *args: None)
+        return block(x, emb, context, tokens)
+
+
+@torch.no_grad()
+def test_modulated_block_on_equal_items_is_the_published_operations_in_float32(monkeypatch):
+    """Equal-sized items go through add_norm on a (B, 1, L, C) view: in float32 the published operations, bit for
+    bit, dense and sparse; items of different sizes keep the per-row path."""
+    block, dense, sparse = _block_and_tokens()
+    for x, emb, context, tokens in (dense, sparse):
+        assert tokens.grid(x) is not None
+        assert torch.equal(block(x, emb, context, tokens), _per_row(block, x, emb, context, tokens, monkeypatch))
+    _, _, (x, _, _, tokens) = _block_and_tokens(uneven=True)
+    assert tokens.grid(x) is None
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="the fused residual norms need a GPU (run on the GPU machine)")
+@torch.no_grad()
+def test_modulated_block_in_half_precision_agrees_with_its_per_row_path_on_cuda(monkeypatch):
+    ref_block, ref_dense, ref_sparse = _block_and_tokens("cuda")
+    block, dense, sparse = _block_and_tokens("cuda", torch.float16)
+    for ref_inputs, inputs in ((ref_dense, dense), (ref_sparse, sparse)):
+        ref = ref_block(*ref_inputs).float()
+        fused = block(*inputs).float()
+        per_row = _per_row(block, *inputs, monkeypatch).float()
+        err = lambda out: ((out - ref).norm() / ref.norm()).item()     # noqa: E731
+        assert err(fused) < 2e-3 and err(fused) < 1.5 * err(per_row), (err(fused), err(per_row))

@@ -9,6 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from ..config import AttentionHeads, ModelConfig
+from ..residual_layer_norm import add_norm
 from ..transformer import CrossAttention, FeedForward, SelfAttention
 from .tokens import DenseTokens, SparseTokens
 
@@ -56,14 +57,29 @@ class ModulatedCrossBlock(nn.Module):
             self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(channels, 6 * channels))
 
     def forward(self, x: Tensor, emb: Tensor, context: Tensor, tokens: DenseTokens | SparseTokens) -> Tensor:
-        """x (B, L, C) or (N, C); emb (B, C) time embedding (or (B, 6C) shared modulation); context (B, Lc, C_ctx)."""
+        """x (B, L, C) or (N, C); emb (B, C) time embedding (or (B, 6C) shared modulation); context (B, Lc, C_ctx).
+        Where every batch item has as many tokens, each residual update and the norm after it go through `add_norm`
+        on a (B, 1, L, C) view: the published operations in float32, one fused pass in half precision (under
+        autocast the norms would otherwise run in float32 and the modulation on float32 copies)."""
         mod = emb if self.share_mod else self.adaLN_modulation(emb)
-        shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = (tokens.rows(m) for m in mod.chunk(6, dim=1))
-        h = self.norm1(x) * (1 + scale_msa) + shift_msa
-        x = x + self.self_attn(h, tokens.self_attend) * gate_msa
-        x = x + self.cross_attn(self.norm2(x), self.cross_attn.keys_values(context), tokens.cross_attend)
-        h = self.norm3(x) * (1 + scale_mlp) + shift_mlp
-        return x + self.mlp(h) * gate_mlp
+        shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = mod.chunk(6, dim=1)
+        kv = self.cross_attn.keys_values(context)
+        grid = tokens.grid(x)
+        if grid is None:            # sparse items of different sizes: the modulation row by row
+            shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = map(
+                tokens.rows, (shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp))
+            h = self.norm1(x) * (1 + scale_msa) + shift_msa
+            x = x + self.self_attn(h, tokens.self_attend) * gate_msa
+            x = x + self.cross_attn(self.norm2(x), kv, tokens.cross_attend)
+            h = self.norm3(x) * (1 + scale_mlp) + shift_mlp
+            return x + self.mlp(h) * gate_mlp
+        shape = x.shape
+        rows, update = (lambda t: t.reshape(shape)), (lambda t: t.reshape(grid.shape))      # noqa: E731
+        _, h = add_norm(grid, None, None, self.norm1, shift_msa, 1 + scale_msa)
+        x, h = add_norm(grid, update(self.self_attn(rows(h), tokens.self_attend)), gate_msa, self.norm2)
+        x, h = add_norm(x, update(self.cross_attn(rows(h), kv, tokens.cross_attend)), None, self.norm3, shift_mlp,
+                        1 + scale_mlp)
+        return rows(x + update(self.mlp(rows(h))) * gate_mlp[:, None, None])
 
 
 class TransformerBlock(nn.Module):

@@ -4,8 +4,8 @@
 - SparseTokens: x (N, C), the rows of a SparseTensor; self-attention within each batch item, or within each
   cubic window of `window` voxels shifted by `shift` (TRELLIS' "swin" mode); cross-attention from each batch
   item's rows to that item's context.
-Both give per-item values (B, C) to every token (`rows`) and the attention functions for SelfAttention /
-CrossAttention over (..., H, D) tensors.
+Both give per-item values (B, C) to every token (`rows`), a (B, 1, L, C) view of the tokens where the items are
+equally long (`grid`), and the attention functions for SelfAttention / CrossAttention over (..., H, D) tensors.
 """
 from __future__ import annotations
 
@@ -24,6 +24,11 @@ class DenseTokens:
     def rows(values: Tensor) -> Tensor:
         """(B, C) -> (B, 1, C)."""
         return values[:, None]
+
+    @staticmethod
+    def grid(x: Tensor) -> Tensor:
+        """x (B, L, C) -> a (B, 1, L, C) view."""
+        return x[:, None]
 
     @staticmethod
     def self_attend(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
@@ -48,6 +53,13 @@ class SparseTokens:
     def rows(self, values: Tensor) -> Tensor:
         """(B, C) -> (N, C)."""
         return self.x.per_item(values)
+
+    def grid(self, x: Tensor) -> Optional[Tensor]:
+        """x (N, C) -> a (B, 1, N / B, C) view where every batch item has as many rows (one check per layout),
+        else None."""
+        lengths = self.x.lengths
+        even = self.x.cached("even_items", lambda: bool((lengths == lengths[:1]).all()))
+        return x.view(self.x.batch_size, 1, -1, x.shape[-1]) if even and self.x.batch_size else None
 
     def self_attend(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
         """q, k, v (N, H, D) -> (N, H, D)."""
