@@ -166,3 +166,40 @@ def test_modulated_block_in_half_precision_agrees_with_its_per_row_path_on_cuda(
         per_row = _per_row(block, *inputs, monkeypatch).float()
         err = lambda out: ((out - ref).norm() / ref.norm()).item()     # noqa: E731
         assert err(fused) < 2e-3 and err(fused) < 1.5 * err(per_row), (err(fused), err(per_row))
+
+
+def _res_block_inputs(device="cpu", dtype=torch.float32):
+    """A small SparseResBlock3d with random weights, its input on two equally long sparse items, a time embedding."""
+    from gvf4d.models.trellis.slat_flow import SparseResBlock3d
+    torch.manual_seed(0)
+    block = SparseResBlock3d(32, 16, 48).eval()
+    for p in block.parameters():
+        torch.nn.init.normal_(p, std=0.2)
+    voxels = torch.randperm(6 ** 3)[:60]
+    xyz = torch.stack([voxels // 36, voxels // 6 % 6, voxels % 6], 1)
+    coords = torch.cat([torch.cat([torch.full((60, 1), i), xyz], 1) for i in range(2)]).int()
+    x = SparseTensor.from_coords(torch.randn(120, 32).to(device, dtype), coords.to(device), 2)
+    return block.to(device, dtype), x, torch.randn(2, 16).to(device, dtype)
+
+
+@torch.no_grad()
+def test_sparse_res_block_on_equal_items_is_the_published_operations_in_float32(monkeypatch):
+    block, x, emb = _res_block_inputs()
+    out = block(x, emb).feats
+    with monkeypatch.context() as m:
+        m.setattr(SparseTensor, "item_grid", lambda *args: None)
+        assert torch.equal(out, block(x.replace(x.feats), emb).feats)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="the fused residual norms need a GPU (run on the GPU machine)")
+@torch.no_grad()
+def test_sparse_res_block_in_half_precision_agrees_with_its_per_row_path_on_cuda(monkeypatch):
+    ref_block, ref_x, ref_emb = _res_block_inputs("cuda")
+    block, x, emb = _res_block_inputs("cuda", torch.float16)
+    ref = ref_block(ref_x, ref_emb).feats
+    fused = block(x, emb).feats.float()
+    with monkeypatch.context() as m:
+        m.setattr(SparseTensor, "item_grid", lambda *args: None)
+        per_row = block(x.replace(x.feats), emb).feats.float()
+    err = lambda out: ((out - ref).norm() / ref.norm()).item()     # noqa: E731
+    assert err(fused) < 2e-3 and err(fused) < 1.5 * err(per_row), (err(fused), err(per_row))

@@ -60,6 +60,13 @@ class SparseTensor:
         """(B, ...) one value per batch item -> (N, ...) one per row."""
         return values[self.batch_index]
 
+    def item_grid(self, rows: Tensor) -> Tensor | None:
+        """rows (N, ...) row-aligned with this tensor -> a (B, 1, N / B, ...) view where every batch item has as many
+        rows (checked once per layout), else None."""
+        lengths = self.lengths
+        even = self.cached("even_items", lambda: bool((lengths == lengths[:1]).all()))
+        return rows.view(self.batch_size, 1, -1, *rows.shape[1:]) if even and self.batch_size else None
+
     def items(self) -> list[slice]:
         """Row ranges of the batch items."""
         ends = torch.cumsum(self.lengths, 0).tolist()

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..embeddings import TimestepEmbedder, xyz_sincos_embedding
+from ..residual_layer_norm import add_norm
 from ..sparse import SparseConv3d, SparseTensor, downsample, upsample
 from .blocks import FlowConfig, ModulatedCrossBlock, trunk_dtype
 from .tokens import SparseTokens
@@ -27,6 +28,19 @@ class SLatFlowConfig(FlowConfig):
     num_io_res_blocks: int = 2
     io_block_channels: list = field(default_factory=list)
     use_skip_connection: bool = True
+
+
+def item_norm(x: SparseTensor, feats: Tensor, norm: nn.LayerNorm, shift: Optional[Tensor] = None,
+              weight: Optional[Tensor] = None) -> Tensor:
+    """feats (N, C) on x's rows -> norm(feats) with the norm's own affine, or norm(feats) * weight + shift with
+    per-item weight, shift (B, C). Where x's items are equally long through `add_norm` on their (B, 1, L, C) view
+    (float32: the published operations; half precision: one fused pass, not a float32 norm under autocast), else
+    row by row as published."""
+    grid = x.item_grid(feats)
+    if grid is not None:
+        return add_norm(grid, None, None, norm, shift, weight)[1].reshape(feats.shape)
+    h = norm(feats)
+    return h if weight is None else h * x.per_item(weight) + x.per_item(shift)
 
 
 class SparseResBlock3d(nn.Module):
@@ -49,9 +63,8 @@ class SparseResBlock3d(nn.Module):
             x = downsample(x)
         elif self.resample == "up":
             x = upsample(x)
-        h = self.conv1(x.replace(F.silu(self.norm1(x.feats))))
-        h = self.norm2(h.feats) * (1 + x.per_item(scale)) + x.per_item(shift)
-        h = self.conv2(x.replace(F.silu(h)))
+        h = self.conv1(x.replace(F.silu(item_norm(x, x.feats, self.norm1))))
+        h = self.conv2(x.replace(F.silu(item_norm(x, h.feats, self.norm2, shift, 1 + scale))))
         return h.replace(h.feats + self.skip_connection(x.feats))
 
 

@@ -55,11 +55,8 @@ class SparseTokens:
         return self.x.per_item(values)
 
     def grid(self, x: Tensor) -> Optional[Tensor]:
-        """x (N, C) -> a (B, 1, N / B, C) view where every batch item has as many rows (one check per layout),
-        else None."""
-        lengths = self.x.lengths
-        even = self.x.cached("even_items", lambda: bool((lengths == lengths[:1]).all()))
-        return x.view(self.x.batch_size, 1, -1, x.shape[-1]) if even and self.x.batch_size else None
+        """x (N, C) -> a (B, 1, N / B, C) view where every batch item has as many rows, else None."""
+        return self.x.item_grid(x)
 
     def self_attend(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
         """q, k, v (N, H, D) -> (N, H, D)."""
