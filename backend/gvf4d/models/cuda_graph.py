@@ -219,13 +219,17 @@ class GraphedCall:
             args, kwargs = self._arguments.unflatten(static, tokens)
             return self.fn(*args, **kwargs)
 
+        # under autocast, its cache of cast weights is kept off: a cast cached while capturing lives outside the
+        # graph's memory and is freed when the caller's autocast context ends, and the replays would read it
+        uncached = torch.autocast("cuda", torch.get_autocast_dtype("cuda"), torch.is_autocast_enabled("cuda"),
+                                  cache_enabled=False)
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
-        with torch.no_grad(), torch.cuda.stream(side):
+        with torch.no_grad(), uncached, torch.cuda.stream(side):
             for _ in range(self.warmup):
                 call()
         torch.cuda.current_stream().wait_stream(side)
         graph = torch.cuda.CUDAGraph()
-        with torch.no_grad(), torch.cuda.graph(graph):
+        with torch.no_grad(), uncached, torch.cuda.graph(graph):
             out = call()
         return _Captured(graph, static, out)
