@@ -187,8 +187,8 @@ class TrellisImageTo3D:
     def _structure_flow(self):
         """The sparse-structure flow as its sampler calls it. On CUDA it is replayed from CUDA graphs (one per batch:
         guided and not), kept for the pipeline's later shots: with half-precision norms its 24 blocks launch
-        kernels for longer than the GPU takes to run them (H100: ~30 ms of CPU against ~21 ms of GPU work per guided
-        call). The graphs replay the same kernels, so the result is the same."""
+        kernels for longer than the GPU takes to run them (H100, 12 steps: 455-500 ms eager against ~256 ms of GPU
+        work; replayed 273-275 ms). The graphs replay the same kernels, so the result is the same."""
         if self.device.type != "cuda":
             return self.ss_flow
         if self._graphed_structure_flow is None:
