@@ -122,8 +122,17 @@ def test_graphed_dit_call_equals_the_eager_call():
     small = GraphedCall(lambda x: x * 2, max_graphs=2)
     for n in (3, 4, 5, 3):                  # a third shape evicts the least recently used one
         torch.testing.assert_close(small(torch.ones(n, device="cuda")), torch.full((n,), 2.0, device="cuda"))
-    kept = [[token[1] for token in key if token[0] is torch.Tensor] for key in small._graphs]
+    kept = [[token[1] for token in tokens if token[0] is torch.Tensor] for _, tokens in small._graphs]
     assert kept == [[torch.Size([5])], [torch.Size([3])]]
+    # under autocast the same arguments run other kernels: a graph of their own
+    product = GraphedCall(lambda a: a @ a)
+    a = torch.randn(16, 16, device="cuda")
+    assert product(a).dtype == torch.float32
+    with torch.autocast("cuda", dtype=torch.float16):
+        assert product(a).dtype == torch.float16
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            assert product(a).dtype == torch.bfloat16
+    assert product(a).dtype == torch.float32 and len(product._graphs) == 3
     small.clear()
     assert not small._graphs
     torch.testing.assert_close(small(torch.ones(2, device="cuda")), torch.full((2,), 2.0, device="cuda"))
@@ -144,15 +153,13 @@ def test_engine_decode_replays_the_decoder_context_from_a_graph():
     """The graphed context stack gives the eager decode's bits, follows new latents, and is dropped when the
     decoder's weights are cast again (a graph reads the weights' memory)."""
     from gvf4d.models.motion_vae import MotionVAE, MotionVAEConfig
-    from gvf4d.pipelines.gvf import GVFEngine, GVFSettings
+    from gvf4d.pipelines.gvf import GVFEngine, GVFSettings, identity_stats
     torch.manual_seed(0)
     dit = GVFDiT(GVFDiTConfig(resolution=16, model_channels=32, num_blocks=1, num_heads=2, image_cond_channels=8))
     vae = MotionVAE(MotionVAEConfig(depth=2, dim=192, queries_dim=192, heads=3, num_latents=16))  # heads of 64
     for p in vae.parameters():
         torch.nn.init.normal_(p, std=0.05)
-    stats = {k: torch.zeros(n) if k.endswith("mean") else torch.ones(n) for k, n in
-             (("static_mean", 14), ("static_std", 14), ("deformation_mean", 16), ("deformation_std", 16))}
-    engine = GVFEngine(dit, vae, stats).to("cuda")
+    engine = GVFEngine(dit, vae, identity_stats()).to("cuda")
     rows = torch.randn(300, 14, device="cuda") * 0.3
     latents = [torch.randn(4, 16, 16, device="cuda") for _ in range(2)]
     graphed = [engine.decode_rows(latent, rows, GVFSettings()) for latent in latents]   # capture, then a replay

@@ -5,7 +5,8 @@ shape for every shot of a frame count).
 
 The inputs may be nested lists/tuples/dicts of tensors (a precomputed conditioning); other leaves (numbers) are
 part of the signature. The output is a tensor or such a nest of them. The first call with a given signature
-(structure, shapes, dtypes) captures fn on static input buffers; later calls copy their inputs in, replay, and
+(structure, shapes, dtypes, and the caller's autocast state: under autocast the same arguments run other kernels)
+captures fn on static input buffers; later calls copy their inputs in, replay, and
 return a copy of the output. An input that is the same tensor, unmodified, as the one copied last time is not
 copied again (a sampler passes the same conditioning at every step). The kernels are the same as fn's, so is the
 result. If a capture fails (an operation that cannot be captured), the call runs eagerly from then on. Each graph
@@ -182,13 +183,14 @@ class GraphedCall:
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if self.failed is not None:
             return self.fn(*args, **kwargs)
-        flat, key = self._arguments.flatten((args, kwargs))
+        flat, tokens = self._arguments.flatten((args, kwargs))
+        key = (torch.is_autocast_enabled("cuda") and torch.get_autocast_dtype("cuda"), tokens)
         entry = self._graphs.get(key)
         if entry is None:
             while len(self._graphs) >= self.max_graphs:
                 self._graphs.popitem(last=False)           # the least recently used graph and its memory
             try:
-                entry = self._graphs[key] = self._capture(flat, key)
+                entry = self._graphs[key] = self._capture(flat, tokens)
             except RuntimeError as e:
                 self.failed = f"{type(e).__name__}: {e}"
                 warnings.warn(f"CUDA graph capture failed, running eagerly: {self.failed}")
