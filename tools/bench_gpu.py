@@ -65,12 +65,6 @@ def random_model(model: torch.nn.Module) -> torch.nn.Module:
     return model
 
 
-def identity_stats() -> dict[str, torch.Tensor]:
-    """Normalisation statistics that change nothing (zero means, unit deviations), for engines on random weights."""
-    return {k: torch.zeros(n) if k.endswith("mean") else torch.ones(n) for k, n in
-            (("static_mean", 14), ("static_std", 14), ("deformation_mean", 16), ("deformation_std", 16))}
-
-
 def dit_inputs(batch: int, frames: int = 32, device="cuda", guided: bool = False):
     """Random DiT inputs; guided (batch 3): the three-way guidance's branches, as ThreeWayGuidance passes them
     (no frame features and no canonical Gaussians / no frame features / both; one latent, time and set of token
@@ -194,7 +188,7 @@ def bench_engine_path(args, results, dit) -> list:
     the call replayed from a CUDA graph) against the plain fp16-autocast path with the published attention: time,
     and relative error of each against fp32 on the same input. The engine computes the DiT's conditioning once per
     sampling run ("condition") and runs the denoising call per step ("step"); "forward" is both."""
-    from gvf4d.pipelines.gvf import GVFEngine
+    from gvf4d.pipelines.gvf import GVFEngine, identity_stats
     rows = []
     x, t, cond = dit_inputs(1)
     with torch.no_grad():
@@ -277,7 +271,7 @@ def bench_vae(args, results) -> list:
         rows.append((f"motion-VAE decode 196,608 x 32, {label}", PUBLISHED["vae_decode"], TARGET["vae_decode"],
                      ms, peak))
     # the engine's decode: as the last, its context stack replayed from a CUDA graph, the deltas returned in float32
-    from gvf4d.pipelines.gvf import GVFEngine, GVFSettings
+    from gvf4d.pipelines.gvf import GVFEngine, GVFSettings, identity_stats
     engine = GVFEngine(random_model(GVFDiT(GVFDiTConfig(num_blocks=1))), vae, identity_stats()).to(dev)
     def engine_decode():
         return engine.decode_rows(latents, gaussians[0], GVFSettings())

@@ -19,7 +19,7 @@ import torch
 
 sys.path.insert(0, "tools")
 from bench_canonical_gpu import random_dinov2, random_trellis, shell_voxels  # noqa: E402
-from bench_gpu import identity_stats, random_model  # noqa: E402
+from bench_gpu import random_model  # noqa: E402
 
 from gvf4d.canonical.azimuth import rotate_about_z, search_azimuth  # noqa: E402
 from gvf4d.pipelines.trellis import trellis_input_image  # noqa: E402
@@ -28,7 +28,7 @@ from gvf4d.footage import prepare_footage  # noqa: E402
 from gvf4d.models.gvf_dit import GVFDiT, GVFDiTConfig  # noqa: E402
 from gvf4d.models.motion_vae import MotionVAE, MotionVAEConfig  # noqa: E402
 from gvf4d.pipelines.demo import write_shot_files  # noqa: E402
-from gvf4d.pipelines.gvf import GVFEngine, GVFSettings  # noqa: E402
+from gvf4d.pipelines.gvf import GVFEngine, GVFSettings, identity_stats  # noqa: E402
 from gvf4d.progress import StageClock  # noqa: E402
 from gvf4d.representations.gvf_gaussians import GVFGaussians  # noqa: E402
 from gvf4d.result import write_result  # noqa: E402

@@ -42,6 +42,13 @@ CONFIG_FILE = "gvf4d_config.json"   # optional, beside them: {"dit": {...}, "mot
 NUM_STATIC_TOKENS = 4096
 
 
+def identity_stats(latent_channels: int = 16) -> dict[str, Tensor]:
+    """Normalisation statistics that change nothing (zero means, unit deviations): for engines on weights that came
+    without published statistics (random weights in benchmarks and tests)."""
+    return {"static_mean": torch.zeros(14), "static_std": torch.ones(14),
+            "deformation_mean": torch.zeros(latent_channels), "deformation_std": torch.ones(latent_channels)}
+
+
 def existing_weight_file(folder: Path, stem: str) -> Optional[Path]:
     """<stem>.safetensors if present (converted), else <stem>.pt, else None."""
     return next((p for p in (folder / f"{stem}.safetensors", folder / f"{stem}.pt") if p.is_file()), None)
