@@ -1,4 +1,5 @@
-"""Where the parity tests find the reference tensors (GVF_GOLDEN_DIR / GVF_GOLDEN_TRELLIS_DIR)."""
+"""Where the parity tests find the reference tensors: tests/goldens/ in the repository, or the folders named by
+GVF_GOLDEN_DIR / GVF_GOLDEN_TRELLIS_DIR. A missing folder or file is an error that names it, never a skip."""
 import json
 import os
 from pathlib import Path
@@ -6,24 +7,31 @@ from pathlib import Path
 from safetensors import safe_open
 from safetensors.torch import load_file
 
-ROOT = Path(__file__).resolve().parents[1]
+GOLDENS = Path(__file__).resolve().parent / "goldens"
 
 
-def golden_dir(var: str = "GVF_GOLDEN_DIR", default: str = "golden") -> Path:
-    d = Path(os.environ.get(var, ROOT.parent / "shared" / default))
+def golden_dir(var: str = "GVF_GOLDEN_DIR", default: str = "gvf") -> Path:
+    d = Path(os.environ.get(var) or GOLDENS / default)
     if not d.is_dir():
-        raise FileNotFoundError(f"{var}: reference folder {d} not found (set {var} to the folder with the golden files)")
+        raise FileNotFoundError(f"{d}: golden folder not found (from {var} or tests/goldens/{default})")
     return d
 
 
-def load(name: str, var: str = "GVF_GOLDEN_DIR", default: str = "golden"):
+def golden_file(name: str, var: str = "GVF_GOLDEN_DIR", default: str = "gvf") -> Path:
     path = golden_dir(var, default) / name
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: golden file not found")
+    return path
+
+
+def load(name: str, var: str = "GVF_GOLDEN_DIR", default: str = "gvf"):
+    path = golden_file(name, var, default)
     with safe_open(str(path), "pt") as f:
         meta = f.metadata() or {}
     return load_file(str(path)), meta
 
 
-def config(name: str, var: str = "GVF_GOLDEN_DIR", default: str = "golden") -> dict:
+def config(name: str, var: str = "GVF_GOLDEN_DIR", default: str = "gvf") -> dict:
     return json.loads(load(name, var, default)[1]["config"])
 
 

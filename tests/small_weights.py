@@ -18,7 +18,7 @@ VAE = dict(depth=1, dim=48, queries_dim=48, num_inputs=128, num_latents=64, head
 TRELLIS_NETWORKS = {"sparse_structure_flow_model": ("ss_flow_small", "SparseStructureFlowModel"),
                     "sparse_structure_decoder": ("ss_decoder_small", "SparseStructureDecoder"),
                     "slat_flow_model": ("slat_flow_small", "SLatFlowModel")}
-GOLDEN = ("GVF_GOLDEN_TRELLIS_DIR", "golden_trellis")
+GOLDEN = ("GVF_GOLDEN_TRELLIS_DIR", "trellis")
 
 
 def write_gvf(gvf):

@@ -9,7 +9,7 @@ from gvf4d.models.motion_vae import MotionVAE, MotionVAEConfig
 from gvf4d.models.weights import load_strict
 from gvf4d.samplers import DiscreteVPSchedule, DPMSolverPP, ThreeWayGuidance, cosine_betas
 
-from golden import assert_close_rel, config, golden_dir, load
+from golden import assert_close_rel, config, golden_file, load
 
 COND_KEYS = ("cond_images", "static_latent", "deformation_position_xyz")
 
@@ -124,7 +124,7 @@ def test_dpm_solver_runs(dit, run):
 
 
 def test_full_size_models_match_published_keys_and_shapes():
-    shapes = json.loads((golden_dir() / "full_size_state_dict_shapes.json").read_text())
+    shapes = json.loads(golden_file("full_size_state_dict_shapes.json").read_text())
     with torch.device("meta"):
         models = {"dit": GVFDiT(GVFDiTConfig()), "motion_vae": MotionVAE(MotionVAEConfig(num_timesteps=32))}
     for name, model in models.items():

@@ -12,7 +12,7 @@ from gvf4d.samplers import FlowEulerSampler
 
 from golden import assert_close_rel, config, load
 
-GOLDEN = ("GVF_GOLDEN_TRELLIS_DIR", "golden_trellis")
+GOLDEN = ("GVF_GOLDEN_TRELLIS_DIR", "trellis")
 CONV_BACKENDS = ["torch", pytest.param("spconv", marks=pytest.mark.skipif(not spconv_available(),
                                                                           reason="spconv not installed"))]
 
