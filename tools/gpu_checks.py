@@ -1,5 +1,5 @@
 """GPU-side checks with figures for docs/benchmarks.md: gsplat vs the PyTorch reference rasterizer, and the
-batched many-view render the alignment search will use. Run on the GPU machine:
+batched many-view render the alignment search uses. Run on the GPU machine:
     PYTHONPATH=backend python3 tools/gpu_checks.py
 """
 from __future__ import annotations

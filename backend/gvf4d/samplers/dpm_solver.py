@@ -6,10 +6,8 @@ published GVF sampler runs it. `noise_fn(x, t)` is the (guided) noise prediction
 
 Both solvers keep their times on the host (the multistep grid; the adaptive solver's step control, which reads
 one error estimate back per step): the schedule's values (interpolations, exponentials) are computed there, 0-d
-tensors that the device's operations on x take as scalars, without copies or synchronisation. On the device each
-step then runs only the kernels of its update, not the ~160 tiny ones per network evaluation the schedule took
-there (multistep, 32 steps on an H100: 446 against 458 ms, docs/benchmarks.md). `noise_fn(x, t)` gets such a 0-d
-host time.
+tensors that the device's operations on x take as scalars, without copies or synchronisation. Between two network
+evaluations the device then runs only the kernels of the update. `noise_fn(x, t)` gets such a 0-d host time.
 """
 from __future__ import annotations
 
