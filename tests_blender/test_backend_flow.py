@@ -43,9 +43,11 @@ def addon():
     gvf_blender.unregister()
 
 
-def follow(addon, timeout=300):
+def follow(timeout=300):
+    """Runs the add-on's timer body until no take is followed any more."""
+    from gvf_blender.jobs import follow_step
     t0 = time.time()
-    while addon.follow_step() is not None:
+    while follow_step() is not None:
         assert time.time() - t0 < timeout, bpy.context.scene.gvf4d.status
         time.sleep(0.2)
 
@@ -57,7 +59,7 @@ def test_generate_imports_takes_and_history_survives_reopen(backend, addon, fixt
     s.frames, s.fit_iterations, s.frame_start = 4, 2, 7
     assert bpy.ops.gvf4d.check_backend() == {"FINISHED"}
     assert bpy.ops.gvf4d.generate() == {"FINISHED"}
-    follow(addon)
+    follow()
     shot = str(fixture_dir / "footage")
     history = takes.takes(bpy.context.scene, shot)
     assert history[0]["state"] == "done" and Path(history[0]["result"]).is_file(), history
@@ -67,7 +69,7 @@ def test_generate_imports_takes_and_history_survives_reopen(backend, addon, fixt
     # rerun with other settings: a second take, the backend reuses the shot's stages
     s.fit_iterations = 3
     assert bpy.ops.gvf4d.generate() == {"FINISHED"}
-    follow(addon)
+    follow()
     history = takes.takes(bpy.context.scene, shot)
     assert [t["state"] for t in history] == ["done", "done"]
     assert history[1]["reused_stages"] == ["ingest", "canonical", "align"]
@@ -87,25 +89,26 @@ def test_generate_imports_takes_and_history_survives_reopen(backend, addon, fixt
     s = bpy.context.scene.gvf4d
     s.fit_iterations = 2
     assert bpy.ops.gvf4d.generate() == {"FINISHED"}
-    follow(addon)
+    follow()
     third = takes.takes(bpy.context.scene, shot)[2]
     assert third["result"].startswith("//gvf4d_results/") and (tmp_path / third["result"][2:]).is_file()
 
 
 def test_cancel_and_readable_errors(backend, addon, fixture_dir):
     from gvf_blender import takes
+    from gvf_blender.jobs import follow_step
     s = bpy.context.scene.gvf4d
     s.footage, s.canonical = str(fixture_dir / "footage"), str(fixture_dir / "canonical.ply")
     s.frames, s.fit_iterations = 4, 500
     assert bpy.ops.gvf4d.generate() == {"FINISHED"}
     shot = str(fixture_dir / "footage")
     for _ in range(600):
-        addon.follow_step()
+        follow_step()
         if takes.takes(bpy.context.scene, shot)[-1]["state"] == "running":
             break
         time.sleep(0.1)
     assert bpy.ops.gvf4d.cancel() == {"FINISHED"}
-    follow(addon, timeout=120)
+    follow(timeout=120)
     assert takes.takes(bpy.context.scene, shot)[-1]["state"] == "cancelled"
     # the backend names a missing file in words
     s.canonical = str(fixture_dir / "nope.ply")
@@ -121,7 +124,7 @@ def test_generate_from_the_active_movie_clip(backend, addon, fixture_dir):
     s = bpy.context.scene.gvf4d
     s.source, s.canonical, s.frames, s.fit_iterations = "CLIP", str(fixture_dir / "canonical.ply"), 4, 2
     assert bpy.ops.gvf4d.generate() == {"FINISHED"}
-    follow(addon)
+    follow()
     shot = str(fixture_dir / "footage" / "frame_0000.png")
     assert takes.takes(bpy.context.scene, shot)[-1]["state"] == "done"
     obj = next(o for o in bpy.context.scene.objects if o.get("gvf4d_shot") == shot)
