@@ -3,8 +3,8 @@ import math
 import pytest
 import torch
 
+from gvf4d.kernels.fps import farthest_point_sampling
 from gvf4d.models.attention import _flash_attn_func, attention, flash_attn_usable
-from gvf4d.models.fps import farthest_point_sampling
 from gvf4d.models.gvf_dit import GVFDiT, GVFDiTConfig
 from gvf4d.models.weights import WeightsError, convert_to_safetensors, load_strict, read_state_dict
 from gvf4d.representations import Gaussians
@@ -60,7 +60,7 @@ def test_rms_norm_half_path_agrees_with_the_published_float_path():
 def test_argument_flattener_round_trips_and_keeps_a_frozen_nest_while_it_lives():
     import gc
 
-    from gvf4d.models.cuda_graph import ArgumentFlattener, Signature
+    from gvf4d.kernels.cuda_graph import ArgumentFlattener, Signature
     from gvf4d.models.gvf_dit import Conditioning
     torch.manual_seed(0)
     dit = GVFDiT(GVFDiTConfig(resolution=16, model_channels=32, num_blocks=2, num_heads=2, image_cond_channels=8))
@@ -97,7 +97,7 @@ def test_argument_flattener_round_trips_and_keeps_a_frozen_nest_while_it_lives()
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU (run on the GPU machine)")
 def test_graphed_dit_call_equals_the_eager_call():
-    from gvf4d.models.cuda_graph import GraphedCall
+    from gvf4d.kernels.cuda_graph import GraphedCall
     torch.manual_seed(0)
     dit = GVFDiT(GVFDiTConfig(resolution=64, model_channels=64, num_blocks=2, num_heads=4, image_cond_channels=32))
     dit = dit.cuda().half().eval()
@@ -140,7 +140,7 @@ def test_graphed_dit_call_equals_the_eager_call():
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU (run on the GPU machine)")
 def test_graphed_call_returns_copies_of_nested_outputs():
-    from gvf4d.models.cuda_graph import GraphedCall
+    from gvf4d.kernels.cuda_graph import GraphedCall
     graphed = GraphedCall(lambda x: (x * 2, {"plus": x + 1}))
     first = graphed(torch.ones(3, device="cuda"))
     second = graphed(torch.full((3,), 5.0, device="cuda"))      # a replay into the same output buffers
@@ -231,7 +231,7 @@ def test_guidance_takes_a_host_time_only_as_a_scalar():
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("heads,dim,tokens", [(16, 32, 1000), (16, 64, 77), (2, 16, 1)])
 def test_fused_multihead_rms_norm_agrees_with_the_pytorch_path(dtype, heads, dim, tokens):
-    from gvf4d.models.multihead_rms_norm import multihead_rms_norm
+    from gvf4d.kernels.multihead_rms_norm import multihead_rms_norm
     g = torch.Generator(device="cuda").manual_seed(0)
     qkv = torch.randn(3, tokens, 3, heads, dim, device="cuda", generator=g).to(dtype)
     gamma = 1 + 0.1 * torch.randn(heads, dim, device="cuda", generator=g)
@@ -300,7 +300,7 @@ def test_stacked_modulations_are_the_layers_own_and_follow_weight_changes():
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("shape", [(4, 100, 6144), (7, 3000)])
 def test_fused_geglu_agrees_with_the_pytorch_path(dtype, shape):
-    from gvf4d.models.geglu import geglu, geglu_reference
+    from gvf4d.kernels.geglu import geglu, geglu_reference
     x = torch.randn(*shape, device="cuda", generator=torch.Generator(device="cuda").manual_seed(0)) * 2
     exact = geglu_reference(x)
     fused, ref = geglu(x.to(dtype), fused=True).float(), geglu(x.to(dtype), fused=False).float()
@@ -313,7 +313,7 @@ def test_fused_geglu_agrees_with_the_pytorch_path(dtype, shape):
 @pytest.mark.parametrize("shape", [(2, 300, 96, 256), (1000, 768, 3072), (7, 40, 128)])
 def test_fused_linear_geglu_agrees_with_the_pytorch_path(dtype, shape):
     """Partial row tiles, a K that is not a multiple of the tile depth, the decoder's size; x a strided view."""
-    from gvf4d.models.geglu import geglu_reference, linear_geglu, linear_geglu_usable
+    from gvf4d.kernels.geglu import geglu_reference, linear_geglu, linear_geglu_usable
     *rows, K, F_ = shape
     g = torch.Generator(device="cuda").manual_seed(0)
     x = torch.randn(*rows, K + 8, device="cuda", generator=g)[..., 8:]
@@ -333,7 +333,7 @@ def test_fused_linear_geglu_agrees_with_the_pytorch_path(dtype, shape):
 @pytest.mark.parametrize("case", ["gated, per-sample modulation, frame-transposed", "no update, one sample",
                                   "ungated, the norm's own affine", "ungated, no affine"])
 def test_fused_residual_layer_norm_agrees_with_the_pytorch_path(dtype, case):
-    from gvf4d.models.residual_layer_norm import residual_layer_norm
+    from gvf4d.kernels.residual_layer_norm import residual_layer_norm
     g = torch.Generator(device="cuda").manual_seed(0)
     r = lambda *s: torch.randn(*s, device="cuda", generator=g)   # noqa: E731
     B, T, N, C = (3, 5, 37, 96) if case.startswith("gated") else (1, 4, 50, 512)
@@ -370,7 +370,7 @@ def test_fused_residual_layer_norm_agrees_with_the_pytorch_path(dtype, case):
 @pytest.mark.parametrize("normed", [False, True])
 def test_small_head_attention_agrees_with_sdpa(dtype, shape, normed):
     from gvf4d.models.attention import MultiHeadRMSNorm
-    from gvf4d.models.small_head_attention import small_head_attention
+    from gvf4d.kernels.small_head_attention import small_head_attention
     B, LQ, H, D, LK = shape         # whole and partial query/key tiles of the three tilings (by key count)
     g = torch.Generator(device="cuda").manual_seed(0)
     qkv = torch.randn(B, LQ, 3, H, D, device="cuda", generator=g)
@@ -449,7 +449,7 @@ def test_fused_decoder_query_rows_agree_with_the_modules(dtype, extent):
 def test_folded_decoder_values_are_laid_out_for_the_attention_kernel():
     """Rows of value_width(14) channels with the heads side by side, as the head-summed kernel reads them in place
     (through TMA on sm_90+): no copy per chunk. (torch.einsum alone returns them head-major.)"""
-    from gvf4d.models.head_summed_attention import _readable_at_width, value_width
+    from gvf4d.kernels.head_summed_attention import _readable_at_width, value_width
     from gvf4d.models.motion_vae import MotionVAE, MotionVAEConfig
     vae = MotionVAE(MotionVAEConfig(depth=1, dim=96, queries_dim=96, heads=2)).eval()
     with torch.no_grad():
@@ -558,7 +558,7 @@ def test_dit_with_a_key_norm_on_the_canonical_attention_is_not_folded():
 
 
 def test_head_summed_attention_is_per_frame_softmax_attention_summed_over_heads():
-    from gvf4d.models.head_summed_attention import head_summed_attention
+    from gvf4d.kernels.head_summed_attention import head_summed_attention
     torch.manual_seed(0)
     q, k, v = torch.randn(2, 9, 3, 16), torch.randn(2, 4, 11, 3, 16), torch.randn(2, 4, 11, 3, 14)
     w = torch.softmax(torch.einsum("bmhd,btnhd->bthmn", q, k) * 0.3, -1)
@@ -580,8 +580,8 @@ def test_head_summed_attention_is_per_frame_softmax_attention_summed_over_heads(
                                    (1, 64, 3, 32, 2, 64, 40)])
 @pytest.mark.parametrize("tma", [True, False])
 def test_fused_head_summed_attention_agrees_with_the_pytorch_path(dtype, shape, tma, monkeypatch):
-    import gvf4d.models.head_summed_attention as module
-    from gvf4d.models.head_summed_attention import head_summed_attention, value_width
+    import gvf4d.kernels.head_summed_attention as module
+    from gvf4d.kernels.head_summed_attention import head_summed_attention, value_width
     B, M, H, D, T, N, E = shape                     # whole and partial query/key tiles, one and many heads
     if not tma:                                     # 64-channel heads take TMA loads on sm_90+: test the others too
         monkeypatch.setattr(module, "_tma_descriptors", lambda *args: None)
@@ -616,7 +616,7 @@ def test_fused_head_summed_attention_agrees_with_the_pytorch_path(dtype, shape, 
 
 
 def test_shared_row_attention_takes_its_values_from_the_rows():
-    from gvf4d.models.shared_row_attention import shared_row_attention
+    from gvf4d.kernels.shared_row_attention import shared_row_attention
     torch.manual_seed(0)
     q, rows = torch.randn(2, 9, 16), torch.randn(2, 13, 16)
     q[..., 15] = 0                                  # the padding channel: zero in q (or in rows)
@@ -634,7 +634,7 @@ def test_shared_row_attention_takes_its_values_from_the_rows():
 def test_shared_row_attention_kernel_agrees_with_the_triton_and_pytorch_paths(dtype, shape):
     """Whole and partial query tiles and key steps, batches, the DiT's size; rows' channel 15 random (the kernel
     must leave it out of the scores where q's is zero), scores spread wide enough to move the running maximum."""
-    from gvf4d.models.shared_row_attention import shared_row_attention
+    from gvf4d.kernels.shared_row_attention import shared_row_attention
     B, M, S, E = shape
     g = torch.Generator(device="cuda").manual_seed(0)
     q = torch.randn(B, M, 16, device="cuda", generator=g) * 2

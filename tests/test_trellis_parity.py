@@ -210,7 +210,7 @@ def test_sparse_res_block_in_half_precision_agrees_with_its_per_row_path_on_cuda
 def test_structure_flow_sampling_replayed_from_cuda_graphs_is_the_eager_sampling():
     """As the pipeline runs it on CUDA (pipelines/trellis.py `_structure_flow`): half trunk, autocast, guidance on
     part of the steps (two batch sizes, two graphs); the replays give the eager result bit for bit."""
-    from gvf4d.models.cuda_graph import GraphedCall
+    from gvf4d.kernels.cuda_graph import GraphedCall
     torch.manual_seed(0)
     flow = SparseStructureFlowModel(dict(resolution=8, in_channels=4, out_channels=4, model_channels=64,
                                          cond_channels=32, num_blocks=2, num_heads=4, patch_size=1, qk_rms_norm=True))

@@ -1,4 +1,4 @@
-"""GPU benchmark of the GVF engine at full size with random weights (issue: fast inference on one H100).
+"""GPU benchmark of the GVF engine at full size with random weights: the DiT, the sampler and the motion-VAE decode.
 
 Prints a table next to the published code's figures, with each row's peak GPU memory above the model weights and
 the inputs (conditioning, activations and, on the engine path, the CUDA graph's buffers: the first call of a
@@ -15,17 +15,17 @@ import time
 
 import torch
 
-from gvf4d.models.fps import farthest_point_sampling
+from gvf4d.kernels.fps import farthest_point_sampling
+from gvf4d.kernels.shared_row_attention import shared_row_attention
 from gvf4d.models.gvf_dit import GVFDiT, GVFDiTConfig
 from gvf4d.models.motion_vae import MotionVAE, MotionVAEConfig
-from gvf4d.models.shared_row_attention import shared_row_attention
 from gvf4d.samplers import DiscreteVPSchedule, DPMSolverPP, ThreeWayGuidance
 
 PUBLISHED = {"dit_b1": 44.5, "dit_b3": 119.7, "dpm_32": 1730.0, "vae_decode": 285.0}
 TARGET = {"dit_b1": 12.0, "dit_b3": 30.0, "dpm_32": 350.0, "vae_decode": 30.0}
 # --without NAME: (module, its usability check), patched to refuse so that the fallback runs
-ABLATIONS = {"shared-row-attention": ("gvf4d.models.shared_row_attention", "shared_row_attention_usable"),
-             "linear-geglu": ("gvf4d.models.geglu", "linear_geglu_usable")}
+ABLATIONS = {"shared-row-attention": ("gvf4d.kernels.shared_row_attention", "shared_row_attention_usable"),
+             "linear-geglu": ("gvf4d.kernels.geglu", "linear_geglu_usable")}
 
 
 def cuda_time(fn, warmup=3, iters=10) -> float:

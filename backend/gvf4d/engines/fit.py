@@ -23,8 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..kernels.fps import farthest_point_sampling
 from ..metrics import ssim
-from ..models.fps import farthest_point_sampling
 from ..progress import Progress, ShouldCancel, check_cancel
 from ..rendering import Cameras, rasterize
 from ..representations import AnimatedGaussians, Gaussians

@@ -11,8 +11,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from .multihead_rms_norm import multihead_rms_norm
-from .small_head_attention import small_head_attention, small_head_attention_usable
+from ..kernels.multihead_rms_norm import multihead_rms_norm
+from ..kernels.small_head_attention import small_head_attention, small_head_attention_usable
 
 
 @functools.cache
@@ -28,16 +28,15 @@ def flash_attn_usable(q: Tensor) -> bool:
     return q.is_cuda and q.dtype in (torch.float16, torch.bfloat16) and q.shape[-1] <= 256 and _flash_attn_func() is not None
 
 
-# On CUDA, key sequences this short run faster on SDPA's memory-efficient kernel than on cuDNN's or flash (H100, the
-# DiT's temporal attention, 512 x 16 heads x 32 frames x 32 channels: 0.10 against 0.18 ms); narrow heads outside
-# torch.compile take our kernel (0.034 ms).
+# On CUDA, key sequences this short (the DiT's temporal attention over 32 frames) run faster on SDPA's
+# memory-efficient kernel than on cuDNN's or flash; narrow heads outside torch.compile take our kernel.
 SHORT_KEYS = 64
 
 
 def attention(q: Tensor, k: Tensor, v: Tensor, backend: str = "auto", q_norm: Optional[MultiHeadRMSNorm] = None,
               k_norm: Optional[MultiHeadRMSNorm] = None) -> Tensor:
     """q (B, Lq, H, D), k/v (B, Lk, H, D) -> (B, Lq, H, D); softmax scale 1/sqrt(D). backend: auto, small_heads
-    (models/small_head_attention.py), flash (flash-attn), sdpa (PyTorch's choice), efficient (SDPA's
+    (kernels/small_head_attention.py), flash (flash-attn), sdpa (PyTorch's choice), efficient (SDPA's
     memory-efficient kernel). q_norm / k_norm: per-head RMS norms applied to q / k first (the narrow-head kernel
     applies them as it loads the tiles)."""
     if backend == "auto" and q.is_cuda:
@@ -63,7 +62,7 @@ class MultiHeadRMSNorm(nn.Module):
 
     Published as normalize(x) * gamma * sqrt(D) in float32 (our float32 path, kept bit-faithful: the adaptive
     sampler's step control is sensitive to the last bit). That is x / rms(x) * gamma, which for half-precision
-    inputs one fused pass computes, accumulating in float32 (models/multihead_rms_norm.py)."""
+    inputs one fused pass computes, accumulating in float32 (kernels/multihead_rms_norm.py)."""
 
     def __init__(self, dim: int, heads: int):
         super().__init__()

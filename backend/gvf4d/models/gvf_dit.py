@@ -30,11 +30,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..kernels.cuda_graph import FrozenNest
+from ..kernels.residual_layer_norm import add_norm
+from ..kernels.shared_row_attention import shared_row_attention
 from .config import AttentionHeads, ModelConfig
-from .cuda_graph import FrozenNest
 from .embeddings import TimestepEmbedder, xyz_sincos_embedding
-from .residual_layer_norm import add_norm
-from .shared_row_attention import shared_row_attention
 from .transformer import CrossAttention, FeedForward, SelfAttention, keys_values_of
 
 
@@ -90,7 +90,7 @@ class BlockCondition(NamedTuple):
 
 class Conditioning(FrozenNest):
     """`GVFDiT.condition`'s result: every block's BlockCondition, in block order, immutable; a graphed network call
-    flattens it once and reuses that while it lives (models/cuda_graph.py)."""
+    flattens it once and reuses that while it lives (kernels/cuda_graph.py)."""
 
 
 def attend_context(x: Tensor, cond: ContextCondition, attend: Callable[[Tensor, Any], Tensor]) -> Tensor:
@@ -113,8 +113,7 @@ def add_context_norm(x: Tensor, h: Tensor, cond: ContextCondition, attend: Calla
     """x (B, T, N, C) + attend_context(h, cond, attend), then `norm` (adaLN shift, 1 + scale (B, C), or its own affine)
     -> (x', h'). With the attending samples side by side (the guidance branches) they are read as views and each
     run of samples gets its own residual-norm pass into the same results, the constant output read as a broadcast
-    and the attention's straight from it: no (B, T, N, C) update is gathered, scattered or assembled (those copies
-    took 0.07-0.15 ms per call at B=3 on an H100, more than a DiT block's narrow-head attention)."""
+    and the attention's straight from it: no (B, T, N, C) update is gathered, scattered or assembled."""
     live = cond.live
     if not isinstance(live, range) or len(live) == 0:
         return add_norm(x, attend_context(h, cond, attend), None, norm, shift, weight)
@@ -403,8 +402,8 @@ class GVFDiT(nn.Module):
     def modulations(self, mod: Tensor) -> list[list[Tensor]]:
         """mod (B, C) -> every block's `modulation`, then the final layer's. In half precision (the weights'
         dtype) with a modulation per block: one SiLU and one product for all of them, on the layers' weights
-        stacked once (kept while the parameters are unchanged) with the norms' 1 added to the scales' biases —
-        per step two kernels instead of ~90 small ones (a B=1 step ran 394 kernels on an H100)."""
+        stacked once (kept while the parameters are unchanged) with the norms' 1 added to the scales' biases: per
+        step two kernels instead of a few per layer."""
         layers = [*self.blocks, self.final_layer]
         if self.config.share_mod or self.input_layer.weight.dtype == torch.float32:
             return [layer.modulation(mod) for layer in layers]

@@ -16,15 +16,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..kernels.decoder_queries import decoder_queries, decoder_queries_usable
+from ..kernels.fps import farthest_point_sampling
+from ..kernels.geglu import geglu, linear_geglu
+from ..kernels.head_summed_attention import head_summed_attention, value_width
+from ..kernels.residual_layer_norm import add_norm
+from ..kernels.triton_kernels import use_fused
 from .attention import attention
 from .config import ModelConfig
-from .decoder_queries import decoder_queries, decoder_queries_usable
-from .head_summed_attention import head_summed_attention, value_width
-from .residual_layer_norm import add_norm
 from .embeddings import PointFourierEmbed
-from .geglu import geglu, linear_geglu
-from .fps import farthest_point_sampling
-from .triton_kernels import use_fused
 
 
 @dataclass
@@ -106,7 +106,8 @@ class FeedForward(nn.Module):
         self.net = nn.Sequential(nn.Linear(dim, dim * mult * 2), GEGLU(), nn.Linear(dim * mult, dim))
 
     def forward(self, x: Tensor) -> Tensor:
-        """x (..., dim) -> (..., dim); the first product and the GEGLU in one kernel where it runs (models/geglu.py)."""
+        """x (..., dim) -> (..., dim); the first product and the GEGLU in one kernel where it runs
+        (kernels/geglu.py)."""
         first, _, second = self.net
         return second(linear_geglu(x, first.weight, first.bias))
 
@@ -180,7 +181,7 @@ class MotionVAE(nn.Module):
 
     def query_rows(self, gaussians: Tensor, fused: Optional[bool] = None) -> Tensor:
         """gaussians (B, q, 14) -> norm(embed_queries(gaussians)) (B, q, dim): the decoder cross-attention's query
-        input, in the decoder's dtype. fused: None picks the one-pass Triton kernel (models/decoder_queries.py)
+        input, in the decoder's dtype. fused: None picks the one-pass Triton kernel (kernels/decoder_queries.py)
         where it runs (CUDA, half-precision decoder weights, not inside torch.compile); True requires it; False:
         the modules."""
         linear, omega = self.gs_embedding[0], self.position_encoding[0].omega

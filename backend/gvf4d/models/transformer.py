@@ -90,7 +90,7 @@ class FeedForward(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         """x (..., C) -> (..., C). Half precision on CUDA: the GELU runs in the first product's epilogue (cuBLASLt,
         the same tanh form; aten's `_addmm_activation`, which Inductor also emits): one pass fewer over the hidden
-        activations (H100, 16,384 x 512 -> 2,048: 0.077 against 0.114 ms)."""
+        activations."""
         first, _, second = self.mlp
         if x.is_cuda and x.dtype in (torch.float16, torch.bfloat16) and first.weight.dtype == x.dtype:
             hidden = torch._addmm_activation(first.bias, x.reshape(-1, x.shape[-1]), first.weight.t(), use_gelu=True)

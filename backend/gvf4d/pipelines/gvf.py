@@ -18,8 +18,8 @@ from typing import Callable, Literal, Optional
 import torch
 from torch import Tensor, nn
 
-from ..models.cuda_graph import GraphedCall
-from ..models.fps import farthest_point_sampling
+from ..kernels.cuda_graph import GraphedCall
+from ..kernels.fps import farthest_point_sampling
 from ..models.gvf_dit import GVFDiT, GVFDiTConfig
 from ..models.motion_vae import MotionVAE, MotionVAEConfig
 from ..models.weights import WeightsError, load_strict, read_state_dict, read_tensor, sha256_file
@@ -193,10 +193,9 @@ class GVFEngine:
     def _network(self, precision: str, cuda_graphs: bool = True):
         """The DiT's denoising call as the sampler makes it: network(x, t, condition, deformation_position_xyz),
         the condition from `_conditioner`. On CUDA in half precision the weights themselves are cast (once): the
-        same rounding as fp16 autocast, without its casts and fp32 activations (15% faster on an H100), and the
-        call is replayed from a CUDA graph per input shape, kept with the engine so later jobs reuse it. (torch.compile
-        is not used: with the fused Triton kernels the compiled step was slower, 16.9 against 15.6 ms, after a 24 s
-        compilation.) Cast the weights (this call) before computing the condition."""
+        same rounding as fp16 autocast, without its casts and fp32 activations, and the call is replayed from a
+        CUDA graph per input shape, kept with the engine so later jobs reuse it. torch.compile is not used: the fused
+        kernels are faster (docs/benchmarks.md). Cast the weights (this call) before computing the condition."""
         half = self._half_weights(precision)
         if self._cast_weights(self.dit, self.dit.input_layer.weight, half or torch.float32, self.dit.to):
             self._fast = {}
@@ -221,9 +220,8 @@ class GVFEngine:
         """latent (T, 512, 16), rows (N, 14) canonical Gaussians -> deltas (T, N, 14). On CUDA in half precision the
         decoder's weights are cast (as the DiT's): no autocast casts, layer norms and residuals in half; with
         cuda_graphs, the decoder's context stack (12 self-attention layers on the latent, then the folded keys and
-        values) is replayed from a CUDA graph captured on the first shot of a frame count: run eagerly, its kernels
-        wait on the CPU's launches (H100, 196,608 Gaussians: 30.6 against 33.0 ms per decode, docs/benchmarks.md).
-        Elsewhere autocast, as published."""
+        values) is replayed from a CUDA graph captured on the first shot of a frame count, since run eagerly its
+        kernels wait on the CPU's launches. Elsewhere autocast, as published."""
         half = self._half_weights(settings.precision)
         if self._cast_weights(self.vae, self.vae.proj.weight, half or torch.float32, self.vae.cast_decoder):
             self._decoder_context = None

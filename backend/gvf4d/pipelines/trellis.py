@@ -27,7 +27,7 @@ from PIL import Image
 from torch import Tensor
 
 from ..footage.prepare import crop_box_from_alpha
-from ..models.cuda_graph import GraphedCall
+from ..kernels.cuda_graph import GraphedCall
 from ..models.dinov2_features import INPUT_SIZE, DinoV2Features
 from ..models.sparse import SparseTensor
 from ..models.trellis import (GaussianDecoder, SLatFlowModel, SparseStructureDecoder, SparseStructureFlowModel,
@@ -186,9 +186,8 @@ class TrellisImageTo3D:
 
     def _structure_flow(self):
         """The sparse-structure flow as its sampler calls it. On CUDA it is replayed from CUDA graphs (one per batch:
-        guided and not), kept for the pipeline's later shots: with half-precision norms its 24 blocks launch
-        kernels for longer than the GPU takes to run them (H100, 12 steps: 455-500 ms eager against ~256 ms of GPU
-        work; replayed 273-275 ms). The graphs replay the same kernels, so the result is the same."""
+        guided and not), kept for the pipeline's later shots: eagerly, its 24 blocks launch kernels for longer than
+        the GPU takes to run them. The graphs replay the same kernels, so the result is the same."""
         if self.device.type != "cuda":
             return self.ss_flow
         if self._graphed_structure_flow is None:

@@ -3,7 +3,7 @@
 Weights are kept in spconv's layout (out, kx, ky, kz, in) under `conv.weight` / `conv.bias`, so TRELLIS
 checkpoints load unchanged. Two paths compute the same thing:
 - spconv, when installed (`spconv.pytorch`), on its own kernels: used by default on CUDA only. Its CPU build
-  races when run on several threads (wrong rows, measured with spconv 2.3.8), so on CPU it runs on request only
+  races when run on several threads (wrong rows, seen with spconv 2.3.8), so on CPU it runs on request only
   and then on one thread;
 - our PyTorch path: a neighbour map (for every active voxel, the row of each of its k^3 neighbours, found by
   binary search over sorted voxel keys), then one gather and one matrix product per chunk of rows.

@@ -8,8 +8,8 @@ from typing import Optional
 import torch
 from torch import Tensor, nn
 
+from ...kernels.residual_layer_norm import add_norm
 from ..config import AttentionHeads, ModelConfig
-from ..residual_layer_norm import add_norm
 from ..transformer import CrossAttention, FeedForward, SelfAttention
 from .tokens import DenseTokens, SparseTokens
 

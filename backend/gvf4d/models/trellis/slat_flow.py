@@ -13,8 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ...kernels.residual_layer_norm import add_norm
 from ..embeddings import TimestepEmbedder, xyz_sincos_embedding
-from ..residual_layer_norm import add_norm
 from ..sparse import SparseConv3d, SparseTensor, downsample, upsample
 from .blocks import FlowConfig, ModulatedCrossBlock, trunk_dtype
 from .tokens import SparseTokens

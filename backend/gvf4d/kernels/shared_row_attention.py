@@ -8,13 +8,12 @@ Channel 15 of q or of rows must be zero (padding): the kernel puts ones in the r
 product also sums the weights (the softmax denominator), and leaves that channel out of the scores.
 
 Two paths with the same result: `head_summed_attention` (Triton's kernel, or PyTorch SDPA) and, on CUDA GPUs of
-sm_80+, a CUDA kernel built with NVRTC (models/cuda_kernels.py). Each block of 16 warps holds all rows in shared
-memory (up to ~7,000 rows on an H100; 4,096 in the DiT: 128 KiB) and each warp takes 32 queries at a time through
-them on mma.sync tensor-core products, its probabilities passed from the score product's registers straight to the
-value product's, 64 keys per online-softmax update; one exponential in eight is a cubic polynomial on the FMA units
+sm_80+, a CUDA kernel built with NVRTC (kernels/cuda_kernels.py). Each block of 16 warps holds all rows in shared
+memory (32 bytes a row: the DiT's 4,096 take 128 KiB) and each warp takes 32 queries at a time through them on
+mma.sync tensor-core products, its probabilities passed from the score product's registers straight to the value
+product's, 64 keys per online-softmax update; one exponential in eight is a cubic polynomial on the FMA units
 (2^x = 2^round(x) * p(x - round(x)), relative error 7.5e-5, under half precision's rounding), which relieves the
-exponential unit. The DiT's call (262,144 queries x 4,096 rows) takes 0.37 ms against 0.41 ms for the Triton
-head-summed kernel on an H100 (`tools/bench_gpu.py --only-kernels`, docs/benchmarks.md).
+exponential unit.
 """
 from __future__ import annotations
 

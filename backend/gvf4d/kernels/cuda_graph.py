@@ -1,7 +1,6 @@
 """Replaying a fixed-shape call from a CUDA graph: for the sampler's network calls, which repeat with the same
-shapes many times and, run eagerly, spend longer launching kernels than computing (the DiT at B=1: 52 ms of CPU
-for 34 ms of GPU work per call on an H100), and the motion-VAE decoder's context stack (once per shot, the same
-shape for every shot of a frame count).
+shapes many times and, run eagerly, spend longer launching kernels than computing, and the motion-VAE decoder's
+context stack (once per shot, the same shape for every shot of a frame count).
 
 The inputs may be nested lists/tuples/dicts of tensors (a precomputed conditioning); other leaves (numbers) are
 part of the signature. The output is a tensor or such a nest of them. The first call with a given signature
@@ -13,11 +12,9 @@ result. If a capture fails (an operation that cannot be captured), the call runs
 keeps its activations' memory, so only the `max_graphs` most recently used signatures are kept (a long-running
 service sees shots of many lengths).
 
-Finding a call's graph means flattening its arguments, on the CPU before the graph can launch: for the DiT's
-conditioning (147 tensors in named tuples) that took ~1 ms per call on the H100 machine's CPU, during which the GPU
-waited. An argument held in a `FrozenNest` (the DiT's `Conditioning`) is therefore flattened once and reused while
-it lives (`ArgumentFlattener`): a B=1 call then took 0.5 against 1.6 ms of host time, and a single call, launch
-included, 13.7 against 14.5-14.7 ms.
+Finding a call's graph means flattening its arguments on the CPU before the graph can launch, which for the DiT's
+conditioning (147 tensors in named tuples) is most of a call's host time while the GPU waits. An argument held in a
+`FrozenNest` (the DiT's `Conditioning`) is therefore flattened once and reused while it lives (`ArgumentFlattener`).
 """
 from __future__ import annotations
 

@@ -2,18 +2,15 @@
 
     out[b, i, h] = softmax_j(q[b, i, h] . k[b, j, h] / sqrt(D)) @ v[b, j, h]
 
-The GVF DiT's attentions have 16 heads of 32 channels. On an H100 cuDNN's and flash's SDPA kernels run such heads
-at 0.24 / 0.26 ms per image cross-attention (32 frames x 512 queries x 1,370 keys) and return (B, H, L, D) outputs
-that the output projection copies back to tokens; SDPA's memory-efficient kernel, the fastest of its three on the
-temporal attention (512 tokens x 32 frames), takes 0.091 ms there. The Triton kernel here (online softmax, one
-program per query tile and (sample, head), only a last partial key tile masked, tiles by key count: `_tiles`) takes
-0.186 and 0.034 ms, reads the query/key/value views of the projections in place and writes (B, L, H, D).
-`small_head_attention_reference` is SDPA.
+The GVF DiT's attentions have 16 heads of 32 channels, which SDPA's kernels run slowly and return as (B, H, L, D)
+outputs that the output projection copies back to tokens. The Triton kernel here (online softmax, one program per
+query tile and (sample, head), only a last partial key tile masked, tiles by key count: `_tiles`) reads the
+query/key/value views of the projections in place and writes (B, L, H, D). `small_head_attention_reference` is SDPA.
 
-Queries and keys can be RMS-normalised per head first (the DiT's self-attentions, models/multihead_rms_norm.py): the
+Queries and keys can be RMS-normalised per head first (the DiT's self-attentions, kernels/multihead_rms_norm.py): the
 kernel normalises each query tile as it loads it and, where one query tile spans every query (the temporal
 attention), each key tile too; otherwise the keys are normalised once beforehand, since every query tile would redo
-them. The temporal attention with its norms: 0.028 against 0.051 ms as three kernels (H100).
+them.
 """
 from __future__ import annotations
 
@@ -28,13 +25,8 @@ from .triton_kernels import LOG2_E, triton_kernel, use_fused
 
 
 def _tiles(keys: int) -> dict:
-    """Tile shape and launch settings, measured on an H100 for D = 32: the DiT's spatial self-attention (512 keys)
-    ran best on 128 x 64 tiles with 4 warps (each warp two 16-row slices: more independent work), 3 stages, held to
-    128 registers (83.1-83.7 against 84.1-86.1 us for 64 x 128 tiles; without the limit 88 us; 69 tilings
-    measured); its image cross-attention (1,370 keys) on 128 x 64 tiles with 8 warps held to 96
-    registers (0.186-0.188 against 0.199-0.201 ms: more blocks per SM; 64 x 64 at 96 registers 0.189 ms; left to
-    itself the compiler takes more registers and runs 3 blocks of 4 warps per SM); its temporal attention (32 keys)
-    on 32 x 32 tiles with one warp, 2 stages."""
+    """Tile shape and launch settings by key count, tuned for D = 32 on the DiT's temporal attention (32 keys), spatial
+    self-attention (512 keys) and image cross-attention (1,370 keys; fewer registers, so more blocks per SM)."""
     if keys <= 32:
         return {"BLOCK_M": 32, "BLOCK_N": 32, "num_warps": 1, "num_stages": 2}
     if keys > 1024:
@@ -59,7 +51,7 @@ def small_head_attention_usable(q: Tensor, k: Tensor, v: Tensor) -> bool:
 def small_head_attention(q: Tensor, k: Tensor, v: Tensor, q_gain: Optional[Tensor] = None,
                          k_gain: Optional[Tensor] = None, fused: Optional[bool] = None) -> Tensor:
     """q (B, Lq, H, D), k/v (B, Lk, H, D) -> (B, Lq, H, D) in q's dtype, softmax scale 1/sqrt(D). q_gain, k_gain
-    (H, D): RMS-normalise q / k per head first, x / rms(x) * gain (models/multihead_rms_norm.py). fused: None picks
+    (H, D): RMS-normalise q / k per head first, x / rms(x) * gain (kernels/multihead_rms_norm.py). fused: None picks
     the Triton kernel where it runs (CUDA, Triton, one half precision, D 16 or 32, contiguous channels, not inside
     torch.compile); True requires it; False: SDPA."""
     if not use_fused(fused, small_head_attention_usable(q, k, v), "small-head attention needs CUDA, Triton, q, k, v "

@@ -3,9 +3,8 @@
 Matches torch_cluster.fps(random_start=False): start at each set's first point, then repeatedly take the
 point farthest (squared Euclidean, ties to the lowest index) from those already taken.
 
-Each step is a few small kernels, so on CUDA the loop is launch-bound (4,096 steps took 0.3 s); there, chunks of
-steps are captured once in a CUDA graph and replayed (same kernels, same result; `use_graph=False` runs the plain
-loop).
+Each step is a few small kernels, so on CUDA the loop is bound by kernel launches; there, chunks of steps are
+captured once in a CUDA graph and replayed (same kernels, same result; `use_graph=False` runs the plain loop).
 """
 from __future__ import annotations
 

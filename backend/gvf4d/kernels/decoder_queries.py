@@ -3,13 +3,10 @@
     h = norm(norm(g @ W.T + b, eps_g) + norm(fourier(g[:3]), eps_p), eps_q)
 
 (layer norms without affine parameters; fourier: per coordinate [sin(x w), cos(x w)] over the frequencies w, as
-PointFourierEmbed). g (N, 14) -> h (N, C). This is `norm(embed_queries(g))` of models/motion_vae.py, where it runs as
-a dozen kernels per chunk of Gaussians (a 14-channel product that misses the aligned matrix kernels, three full-width
-norms, the Fourier features written out and concatenated in float32): 3.1 of 35 ms of a 196,608-Gaussian decode on an
-H100. The Triton kernel computes a row in registers (float32) and writes h once, in half precision: 0.024 against
-0.218 ms for 8,192 Gaussians. Its sines are the hardware's approximate sine after reduction to [-pi, pi] (absolute
-error ~1e-6, far below the output's half-precision rounding; libdevice's sinf made the kernel 0.038 ms). The PyTorch
-path is the modules themselves (MotionVAE.query_rows).
+PointFourierEmbed). g (N, 14) -> h (N, C). This is `norm(embed_queries(g))` of models/motion_vae.py, which the
+modules run as a dozen kernels per chunk of Gaussians (the PyTorch path, MotionVAE.query_rows); the Triton kernel
+computes a row in registers (float32) and writes h once, in half precision. Its sines are the hardware's
+approximate sine after reduction to [-pi, pi] (absolute error ~1e-6, far below the output's half-precision rounding).
 """
 from __future__ import annotations
 
@@ -37,9 +34,9 @@ def decoder_queries(g: Tensor, weight: Tensor, bias: Tensor, omega: Tensor,
     triton, kernel = triton_kernel(_build_kernel)
     out = torch.empty(N, C, device=g.device, dtype=weight.dtype)
     if N:
-        rows = 4          # H100, 8,192 x 768, 4 warps: 4 rows 0.024 ms; 2 rows 0.027 ms; 1 row 0.033 ms
-        # the weight transposed and omega in float32, per call: reading the (C, K) weight and float64 omega in place
-        # instead made the kernel 0.044 against 0.024 ms (H100), copies included
+        rows = 4          # rows per program
+        # the weight transposed and omega in float32, made per call: the kernel reads these faster than the (C, K)
+        # weight and float64 omega in place
         kernel[(triton.cdiv(N, rows),)](g, weight.t().contiguous(), bias, omega.float().contiguous(), out, N,
                                         g.stride(0), *eps, K=K, C=C, F_=omega.shape[0], BLOCK_ROWS=rows,
                                         BLOCK_C=triton.next_power_of_2(C), num_warps=4)

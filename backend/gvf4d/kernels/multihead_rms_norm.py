@@ -1,12 +1,11 @@
 """Per-head RMS norm of half-precision queries/keys: x (..., H, D) -> x / rms(x over D) * gamma (H, D).
 
 PyTorch's fused rms_norm runs one thread block per normalised row, which for rows of D = 32 or 64 channels (every
-head of every token) leaves the GPU mostly idle: in the GVF DiT the q/k norms took 7.7 ms of a 30 ms step on an
-H100. The Triton kernel here normalises whole tokens (all H heads) per row of a 2-D tile, reads the query/key
-views in place (they are column slices of the fused qkv projection) and writes a contiguous result.
-`multihead_rms_norm` picks it on CUDA where Triton is installed, outside torch.compile (Inductor fuses the PyTorch
-form itself); `multihead_rms_norm_reference` is the PyTorch path (fused rms_norm, float32 accumulation). The
-kernel's launch costs more CPU than PyTorch's two calls (H100 machine: 87 against 56 us), which a CUDA graph hides.
+head of every token) leaves the GPU mostly idle. The Triton kernel here normalises whole tokens (all H heads) per
+row of a 2-D tile, reads the query/key views in place (they are column slices of the fused qkv projection) and
+writes a contiguous result. `multihead_rms_norm` picks it on CUDA where Triton is installed, outside torch.compile
+(Inductor fuses the PyTorch form itself); `multihead_rms_norm_reference` is the PyTorch path (fused rms_norm,
+float32 accumulation). The kernel's launch costs more CPU than PyTorch's two calls, which a CUDA graph hides.
 """
 from __future__ import annotations
 
