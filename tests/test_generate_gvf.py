@@ -79,8 +79,9 @@ def test_weights_command_reports_and_converts(small_weights):
     r = subprocess.run([sys.executable, "-m", "gvf4d.cli", "weights", "--weights", str(small_weights), "--convert", "--verify"],
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout + r.stderr
-    assert r.stdout.count(" ok ") == len(GVF_FILES) + 1 and "dinov2" in r.stdout   # + GVF's Gaussian decoder
-    assert "trellis" in r.stdout and "absent" not in r.stdout
+    # the GVF files, GVF's Gaussian decoder, and the dinov2/, trellis/ and clip/ folders, each file hashed
+    assert r.stdout.count(" ok ") == len(GVF_FILES) + 4 and "dinov2" in r.stdout
+    assert "trellis" in r.stdout and "absent (optional)" in r.stdout.splitlines()[-1]   # only matting/ is absent
     assert (small_weights / "gvf" / f"{GVF_FILES['dit']}.safetensors").is_file()
     lock = json.loads((small_weights / "weights.lock.json").read_text())
     (small_weights / "gvf" / "static_std.safetensors").write_bytes(b"tampered")

@@ -5,21 +5,25 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path
+from typing import Optional
 
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
 from ..atomic import atomic_output
+from ..progress import ShouldCancel, check_cancel
+from ..validation import open_regular_file
 
 
 class WeightsError(RuntimeError):
     pass
 
 
-def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+def read_state_dict(path: str | os.PathLike, trust_pickle: bool = False) -> dict[str, torch.Tensor]:
     """A flat {key: tensor} from a .safetensors or a .pt/.pth/.bin file (tensors only, `module.` stripped).
-    A single tensor file (the published mean/std .pt files) comes back as {"": tensor}."""
+    A single tensor file (the published mean/std .pt files) comes back as {"": tensor}. trust_pickle: unpickle
+    .pt files without restriction (their code runs: only for a file from a source you trust)."""
     path = Path(path)
     if not path.is_file():
         raise WeightsError(f"{path}: weights file not found")
@@ -27,10 +31,11 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         if path.suffix == ".safetensors":
             sd = load_file(str(path))
         else:
-            sd = torch.load(str(path), map_location="cpu", weights_only=True)
+            sd = torch.load(str(path), map_location="cpu", weights_only=not trust_pickle)
     except Exception as e:
         raise WeightsError(f"{path}: cannot be loaded as weights ({type(e).__name__}: {e}). Only tensors are read "
-                           "(torch.load weights_only=True); convert trusted files with `gvf4d weights --convert`") from None
+                           "(torch.load weights_only=True); if the file comes from a source you trust, convert it "
+                           "with `gvf4d weights --weights DIR --convert --trust-pickle`") from None
     if isinstance(sd, torch.Tensor):
         return {"": sd}
     if isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict):
@@ -70,18 +75,22 @@ def load_strict(model: nn.Module, state_dict: dict[str, torch.Tensor], source: s
     return model
 
 
-def sha256_file(path: str | os.PathLike) -> str:
+def sha256_file(path: str | os.PathLike, should_cancel: Optional[ShouldCancel] = None) -> str:
+    """sha256 of a regular file (a device or FIFO is refused: it would be read forever), checking should_cancel
+    between chunks."""
     h = hashlib.sha256()
-    with open(path, "rb") as f:
+    with open_regular_file(path) as f:
         for chunk in iter(lambda: f.read(1 << 22), b""):
+            check_cancel(should_cancel)
             h.update(chunk)
     return h.hexdigest()
 
 
-def convert_to_safetensors(path: str | os.PathLike) -> Path:
-    """Writes path's tensors beside it as .safetensors (same keys, `module.` stripped)."""
+def convert_to_safetensors(path: str | os.PathLike, trust_pickle: bool = False) -> Path:
+    """Writes path's tensors beside it as .safetensors (same keys, `module.` stripped); trust_pickle as in
+    `read_state_dict`."""
     path = Path(path)
-    sd = read_state_dict(path)
+    sd = read_state_dict(path, trust_pickle)
     out = path.with_suffix(".safetensors")
     with atomic_output(out) as tmp:
         save_file({k: v.contiguous() for k, v in sd.items()}, str(tmp), metadata={"converted_from": path.name})
