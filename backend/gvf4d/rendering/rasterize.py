@@ -11,6 +11,7 @@ from torch import Tensor
 from ..representations import Gaussians
 from .cameras import Cameras
 from .rasterize_reference import rasterize_reference
+from .spherical_harmonics import sh_to_colors
 
 Backend = Literal["auto", "gsplat", "reference"]
 
@@ -26,17 +27,23 @@ def gsplat_available() -> bool:
 
 def rasterize(means: Tensor, quats: Tensor, scales: Tensor, opacities: Tensor, colors: Tensor,
               viewmats: Tensor, Ks: Tensor, width: int, height: int, backgrounds: Tensor | None = None,
-              backend: Backend = "auto", near_plane: float = 0.01, far_plane: float = 1e10, eps2d: float = 0.3):
-    """Shapes as rasterize_reference: returns colors (C, H, W, D), alphas (C, H, W, 1)."""
+              backend: Backend = "auto", near_plane: float = 0.01, far_plane: float = 1e10, eps2d: float = 0.3,
+              sh_degree: int | None = None, render_depth: bool = False):
+    """Shapes and options as rasterize_reference: returns colors (C, H, W, D), alphas (C, H, W, 1) and, with
+    render_depth, depths (C, H, W, 1) (expected depth, gsplat's render_mode "RGB+ED")."""
     use_gsplat = backend == "gsplat" or (backend == "auto" and means.is_cuda and gsplat_available())
     if use_gsplat:
         from gsplat import rasterization
-        rgb, alpha, _ = rasterization(means, quats, scales, opacities, colors, viewmats, Ks, width, height,
-                                      near_plane=near_plane, far_plane=far_plane, eps2d=eps2d,
-                                      backgrounds=backgrounds, packed=False, rasterize_mode="classic")
-        return rgb, alpha
+        if sh_degree is not None and colors.ndim == 4:  # per-camera coefficients: not every gsplat version takes them
+            colors, sh_degree = sh_to_colors(sh_degree, colors, means, viewmats), None
+        out, alpha, _ = rasterization(means, quats, scales, opacities, colors, viewmats, Ks, width, height,
+                                      near_plane=near_plane, far_plane=far_plane, eps2d=eps2d, sh_degree=sh_degree,
+                                      backgrounds=backgrounds, packed=False, rasterize_mode="classic",
+                                      render_mode="RGB+ED" if render_depth else "RGB")
+        return (out[..., :-1], alpha, out[..., -1:]) if render_depth else (out, alpha)
     return rasterize_reference(means, quats, scales, opacities, colors, viewmats, Ks, width, height,
-                               backgrounds=backgrounds, near_plane=near_plane, far_plane=far_plane, eps2d=eps2d)
+                               backgrounds=backgrounds, near_plane=near_plane, far_plane=far_plane, eps2d=eps2d,
+                               sh_degree=sh_degree, render_depth=render_depth)
 
 
 @dataclass

@@ -7,6 +7,9 @@ finished once its transmittance would fall to 1e-4. Pixel centres are at (x + 0.
 
 Work is split into 16x16-pixel tiles, as gsplat does; a tile only sees the Gaussians whose 3-sigma box
 reaches it, and many tiles are composited at once as one batched tensor computation.
+
+As gsplat's options: colours may be SH coefficients evaluated per camera (`sh_degree`, spherical_harmonics.py),
+and a depth image may be rendered beside the colours (`render_depth`, gsplat's render_mode "RGB+ED").
 """
 from __future__ import annotations
 
@@ -14,6 +17,7 @@ import torch
 from torch import Tensor
 
 from ..representations.rotation import quat_to_rotmat
+from .spherical_harmonics import sh_to_colors
 
 ALPHA_MAX = 0.999
 ALPHA_MIN = 1.0 / 255.0
@@ -65,23 +69,33 @@ def project_gaussians(means: Tensor, quats: Tensor, scales: Tensor, viewmats: Te
 def rasterize_reference(means: Tensor, quats: Tensor, scales: Tensor, opacities: Tensor, colors: Tensor,
                         viewmats: Tensor, Ks: Tensor, width: int, height: int,
                         backgrounds: Tensor | None = None, near_plane: float = 0.01,
-                        far_plane: float = 1e10, eps2d: float = 0.3, tile_size: int = 16, tile_batch: int = 16):
+                        far_plane: float = 1e10, eps2d: float = 0.3, tile_size: int = 16, tile_batch: int = 16,
+                        sh_degree: int | None = None, render_depth: bool = False):
     """Renders C images.
 
     means (N, 3), quats (N, 4) wxyz, scales (N, 3), opacities (N,), colors (N, D) or (C, N, D),
     viewmats (C, 4, 4), Ks (C, 3, 3), backgrounds (C, D) or None.
-    Returns colors (C, H, W, D) and alphas (C, H, W, 1).
+    sh_degree: colors are SH coefficients (N, K, 3) or (C, N, K, 3), K >= (sh_degree + 1)^2, evaluated per camera
+    from the camera-to-Gaussian direction (0.5 added, clamped at 0) as gsplat does.
+    Returns colors (C, H, W, D) and alphas (C, H, W, 1); with render_depth also depths (C, H, W, 1), the expected
+    camera z of the surface: sum_i w_i z_i / sum_i w_i over the blending weights w_i (0 where nothing is drawn).
 
     The image is cut into tile_size^2 tiles; each tile composites only the Gaussians whose 3-sigma box
     reaches it (in depth order), tile_batch tiles at a time as one batched tensor computation.
     """
     C = viewmats.shape[0]
-    if colors.ndim == 2:
+    if sh_degree is not None:
+        colors = sh_to_colors(sh_degree, colors, means, viewmats)
+    elif colors.ndim == 2:
         colors = colors[None].expand(C, -1, -1)
-    D = colors.shape[-1]
     dev, dt = means.device, means.dtype
     means2d, conics, depths, radii = project_gaussians(means, quats, scales, viewmats, Ks, width, height,
                                                        near_plane, far_plane, eps2d)
+    if render_depth:  # depth blended as one more channel, over a background of 0
+        colors = torch.cat([colors, depths[..., None]], -1)
+        if backgrounds is not None:
+            backgrounds = torch.cat([backgrounds, backgrounds.new_zeros(C, 1)], -1)
+    D = colors.shape[-1]
     tiles_x, tiles_y = -(-width // tile_size), -(-height // tile_size)
     ty, tx = torch.meshgrid(torch.arange(tiles_y, device=dev), torch.arange(tiles_x, device=dev), indexing="ij")
     tile_xy = torch.stack([tx.reshape(-1), ty.reshape(-1)], -1) * tile_size          # (n_tiles, 2) corner
@@ -128,7 +142,10 @@ def rasterize_reference(means: Tensor, quats: Tensor, scales: Tensor, opacities:
             rgb = rgb + (1.0 - alpha) * backgrounds[ci]
         out_rgb.append(rgb)
         out_alpha.append(alpha)
-    return torch.stack(out_rgb), torch.stack(out_alpha)
+    rgb, alpha = torch.stack(out_rgb), torch.stack(out_alpha)
+    if not render_depth:
+        return rgb, alpha
+    return rgb[..., :-1], alpha, rgb[..., -1:] / alpha.clamp(min=1e-10)
 
 
 def _untile(t: Tensor, tiles_y: int, tiles_x: int, tile: int) -> Tensor:
