@@ -1,111 +1,296 @@
-"""A generation job followed from Blender: submit, poll (from a timer, never blocking), download, import.
+"""Generation jobs followed from Blender: submit (starting a local backend first when none runs), poll from a
+timer (never blocking for long), download each finished result and import it as the shot's new take.
 
-The takes being followed are kept per shot (footage path -> take index) while the add-on is registered;
-`follow_step`, a `bpy.app.timers` function, polls them and imports each finished result.
+Followed jobs are kept by (scene name, job id) while the add-on is registered; the load handler follows an
+opened .blend's unfinished takes again, so a job still running, or finished while Blender was closed, is picked
+up. Progress shows the stage, its share done and an estimate of the time left in it.
 """
 from __future__ import annotations
 
-import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import bpy
 
-from . import importer, takes
-from .backend import Backend, BackendError
-from .preferences import backend_from_preferences
+from . import connection, importer, lifecycle, paths, takes
+from .backend import Backend, BackendError, BackendStarting, NoBackend
 
 FINISHED = ("done", "failed", "cancelled", "interrupted")
-POLL_INTERVAL = 0.5   # seconds between the timer's polls
-
-_followed: dict[str, int] = {}   # shot -> index of the take the timer follows
-
-
-def blend_relative(path: Path) -> str:
-    """'//...' relative to the saved .blend when the file is below its folder, else absolute."""
-    if bpy.data.filepath:
-        try:
-            return bpy.path.relpath(str(path))
-        except ValueError:   # another drive
-            pass
-    return str(path)
+POLL_INTERVAL = 0.5            # seconds between the timer's polls
+HEALTH_INTERVAL = 5.0          # seconds between health refreshes (free GPU memory) while jobs run
+OUT_OF_MEMORY = "out of GPU memory"    # how the backend's failure message of an out-of-memory job begins
 
 
-def submit_take(scene, backend: Backend, shot: str, request: dict) -> dict:
-    """Sends the job and records a take for it. request: the backend's job fields (footage, canonical_path, ...)."""
-    job = backend.submit(request)
-    return takes.add_take(scene, shot, request, job["id"])
+@dataclass
+class Followed:
+    """A job the timer follows, with what its time estimate needs: when its current stage was first seen and
+    how far along it was then."""
+    scene: str
+    job: str
+    stage: str = ""
+    stage_seen: float = 0.0
+    stage_fraction: float = 0.0
+    since: float = field(default_factory=time.monotonic)
 
 
-def poll_take(scene, backend: Backend, shot: str, index: int, results_dir: Path) -> dict:
-    """One non-blocking step: asks the backend for the job's state, records it, and when it is done downloads
-    the result next to the .blend (or results_dir). Returns the backend's job."""
-    take = takes.takes(scene, shot)[index]
-    job = backend.job(take["job"])
+@dataclass
+class Pending:
+    """A Generate waiting for the backend this session is starting."""
+    scene: str
+    footage: str
+    request: dict
+    take_fields: dict
+
+
+_followed: dict[tuple[str, str], Followed] = {}
+_pending: list[Pending] = []
+_starting: lifecycle.BackendProcess | None = None    # a backend this session started, awaited by the timer
+_next_health = 0.0
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60:02d} s"
+    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
+
+
+def progress_text(job: dict, followed: Followed, now: float | None = None) -> str:
+    """'fit 40% · about 1 min 30 s left in this stage · 2 min 05 s so far': the stage, its share done and the
+    time left in it, extrapolated from its progress since it was first seen."""
+    now = time.monotonic() if now is None else now
+    fraction = float(job.get("progress") or 0.0)
+    text = f"{job.get('stage') or job['state']} {100 * fraction:.0f}%"
+    rate = (fraction - followed.stage_fraction) / max(now - followed.stage_seen, 1e-6)
+    if job["state"] == "running" and 0.0 < fraction < 1.0 and rate > 0 and now - followed.stage_seen >= 1.0:
+        text += f" · about {_duration((1.0 - fraction) / rate)} left in this stage"
+    return f"{text} · {_duration(now - followed.since)} so far"
+
+
+def upload_inputs(backend: Backend, request: dict) -> dict:
+    """For a backend on another machine: sends the footage (a file, or an image folder's files) and the canonical
+    file, each into an upload folder of its own (PUT /v1/uploads), and points the request at the copies there."""
+    request = dict(request)
+    footage, upload_id = Path(request["footage"]), uuid.uuid4().hex[:16]
+    if footage.is_dir():
+        for frame in sorted(p for p in footage.iterdir() if p.is_file() and not p.name.startswith(".")):
+            request["footage"] = str(Path(backend.upload(frame, upload_id)).parent)
+    else:
+        request["footage"] = backend.upload(footage, upload_id)
+    if request.get("canonical_path"):
+        request["canonical_path"] = backend.upload(Path(request["canonical_path"]), uuid.uuid4().hex[:16])
+    return request
+
+
+def submit_take(scene, backend: Backend, footage: str, request: dict, take_fields: dict | None = None) -> dict:
+    """Sends the job, records a take for it and follows it. request: the backend's job fields (footage,
+    canonical_path, ... as paths on this machine); take_fields: what the import needs later (frame_start,
+    import_as, display), recorded with the take so a take finished after reopening imports as asked."""
+    sent = upload_inputs(backend, request) if connection.is_remote(backend) else request
+    job = backend.submit(sent)
+    take = takes.add_take(scene, footage, request, job["id"])
+    takes.update_take(scene, footage, take["index"], **(take_fields or {}))
+    follow(scene, job["id"])
+    return take
+
+
+def generate(context, footage: str, request: dict, take_fields: dict) -> str:
+    """Generate: submits the take, or, when no local backend runs and the preferences say what starts one,
+    starts it and submits once it answers. Returns the status to show; BackendError when neither can be done."""
+    scene = context.scene
+    try:
+        backend = connection.connect(context)
+    except (NoBackend, BackendStarting) as e:
+        process = lifecycle.started(connection.data_dir(context))
+        if process is None and isinstance(e, BackendStarting):
+            raise
+        if process is None and not connection.executable(context):
+            raise NoBackend(f"{e}; set the backend's Python in the GVF4D add-on preferences first") from None
+        await_backend(process or connection.start(context, request.get("weights") or ""))
+        _pending.append(Pending(scene.name, footage, request, take_fields))
+        return "starting the backend; the take is sent when it answers"
+    take = submit_take(scene, backend, footage, request, take_fields)
+    return f"take {take['index']} queued"
+
+
+def poll_take(scene, backend: Backend, job_id: str) -> dict:
+    """One non-blocking step: asks the backend for the job's state, records it in the take, and downloads the
+    result into the results folder when it is done. Returns the backend's job."""
+    key, take = takes.find_job(scene, job_id)
+    job = backend.job(job_id)
     fields = {"state": job["state"], "stage": job["stage"], "progress": job["progress"]}
     if job["state"] == "done" and not take.get("result"):
-        dest = Path(results_dir) / f"take_{index:03d}_{take['job']}.gvf4d"
-        backend.download(job["id"], job["result"], dest)
-        fields["result"] = blend_relative(dest)
+        dest = paths.results_dir() / f"take_{take['index']:03d}_{job_id}.gvf4d"
+        backend.download(job_id, job["result"], dest)
+        fields["result"] = paths.to_stored(dest)
         fields["reused_stages"] = job.get("reused_stages", [])
     if job["state"] == "failed":
         fields["error"] = job.get("error") or "failed"
-    takes.update_take(scene, shot, index, **fields)
+    takes.update_take(scene, key, take["index"], **fields)
     return job
 
 
-def results_dir() -> Path:
-    """Where downloaded results go: //gvf4d_results next to the saved .blend, else the temporary folder."""
-    if bpy.data.filepath:
-        return Path(bpy.path.abspath("//gvf4d_results"))
-    return Path(tempfile.gettempdir()) / "gvf4d_results"
+def import_take(scene, key: str, take: dict) -> bpy.types.Object:
+    """Imports a done take's result as it was asked at Generate (splats or deformed mesh, display, start frame)."""
+    settings = scene.gvf4d
+    as_mesh = take.get("import_as", settings.import_as) == "MESH"
+    kwargs = {} if as_mesh else {"display": take.get("display", settings.display)}
+    importer_fn = importer.import_mesh if as_mesh else importer.import_splats
+    obj = importer_fn(str(paths.to_absolute(take["result"])), name=f"{Path(key).stem}_take{take['index']}",
+                      frame_start=take.get("frame_start", settings.frame_start), **kwargs)
+    obj["gvf4d_shot"], obj["gvf4d_take"] = key, take["index"]
+    obj["gvf4d_path"] = take["result"]          # stored like the take's: relative to the .blend when below it
+    takes.set_active(scene, key, take["index"])
+    return obj
 
 
-def follow(shot: str, index: int) -> None:
-    """Follows the shot's take from the timer until its job finishes."""
-    _followed[shot] = index
+def follow(scene, job_id: str) -> None:
+    """Follows the job from the timer until it finishes."""
+    _followed.setdefault((scene.name, job_id), Followed(scene.name, job_id))
+    _ensure_timer()
+
+
+def follow_open_file() -> None:
+    """Follows the takes of every scene that may still change (after a .blend is opened, a backend started)."""
+    for scene in bpy.data.scenes:
+        for job_id in takes.to_follow(scene):
+            follow(scene, job_id)
+
+
+def followed_job(scene, footage: str) -> str | None:
+    """The job of the shot's latest followed take, None when none of its takes runs."""
+    history = takes.takes(scene, footage)
+    for take in reversed(history):
+        if (scene.name, take["job"]) in _followed:
+            return take["job"]
+    return None
+
+
+def await_backend(process: lifecycle.BackendProcess) -> None:
+    """Watches a backend this session started from the timer: once it answers, the panel shows its health, the
+    open file's unfinished takes are followed and the Generates that waited for it are sent."""
+    global _starting
+    _starting = process
+    _ensure_timer()
+
+
+def busy() -> bool:
+    """Whether the timer has anything to do (jobs to follow, a backend starting)."""
+    return bool(_followed or _pending or _starting is not None)
+
+
+def stop_following() -> None:
+    global _starting
+    if bpy.app.timers.is_registered(follow_step):
+        bpy.app.timers.unregister(follow_step)
+    _followed.clear()
+    _pending.clear()
+    _starting = None
+
+
+def _ensure_timer() -> None:
     if not bpy.app.timers.is_registered(follow_step):
         bpy.app.timers.register(follow_step, first_interval=POLL_INTERVAL)
 
 
-def followed_take(shot: str) -> int | None:
-    """The index of the shot's take being followed, None when none runs."""
-    return _followed.get(shot)
-
-
-def stop_following() -> None:
-    if bpy.app.timers.is_registered(follow_step):
-        bpy.app.timers.unregister(follow_step)
-    _followed.clear()
+def _backend_ready(context) -> bool:
+    """Once the awaited backend answers: refreshes its health, follows the open file's unfinished takes and
+    submits the Generates that waited for it. False while it still starts."""
+    global _starting
+    try:
+        if _starting.poll() is None:
+            connection.health["message"] = \
+                f"starting the backend ({time.monotonic() - _starting.started:.0f} s, pid {_starting.pid})"
+            return False
+        backend = connection.connect(context)
+    except BackendError as e:
+        for p in _pending:
+            scene = bpy.data.scenes.get(p.scene)
+            if scene is not None:
+                scene.gvf4d.status = str(e)
+        connection.health["message"] = str(e)
+        _pending.clear()
+        _starting = None
+        return True
+    _starting = None
+    connection.refresh(context)
+    follow_open_file()
+    while _pending:
+        p = _pending.pop(0)
+        scene = bpy.data.scenes.get(p.scene)
+        if scene is None:
+            continue
+        try:
+            take = submit_take(scene, backend, p.footage, p.request, p.take_fields)
+            scene.gvf4d.status = f"take {take['index']} queued"
+        except BackendError as e:
+            scene.gvf4d.status = str(e)
+    return True
 
 
 def follow_step() -> float | None:
-    """The timer's body: one poll of every followed take; imports finished results. Returns the next delay."""
-    scene = bpy.context.scene
-    settings = scene.gvf4d
-    for shot, index in list(_followed.items()):
-        try:
-            job = poll_take(scene, backend_from_preferences(bpy.context), shot, index, results_dir())
-        except BackendError as e:
-            settings.status = str(e)
-            _followed.pop(shot)
+    """The timer's body: starts the waiting Generates once the backend answers, polls every followed job once,
+    imports finished results. Returns the next delay (None: nothing left to follow)."""
+    global _next_health
+    context = bpy.context
+    if _starting is not None and not _backend_ready(context):
+        return POLL_INTERVAL
+    if not _followed:
+        return None
+    try:
+        backend = connection.connect(context)
+    except BackendError as e:           # followed again when the backend is started or checked
+        for scene_name, _ in _followed:
+            if scene_name in bpy.data.scenes:
+                bpy.data.scenes[scene_name].gvf4d.status = str(e)
+        _followed.clear()
+        _status_bar(None)
+        return None
+    status = None
+    for (scene_name, job_id), followed in list(_followed.items()):
+        scene = bpy.data.scenes.get(scene_name)
+        found = takes.find_job(scene, job_id) if scene is not None else None
+        if found is None:               # the scene or the take is gone
+            _followed.pop((scene_name, job_id))
             continue
-        settings.status = f"{job['state']}: {job['stage']} {100 * job['progress']:.0f}%"
+        settings = scene.gvf4d
+        try:
+            job = poll_take(scene, backend, job_id)
+        except (BackendError, OSError) as e:        # OSError: writing the download failed
+            settings.status = str(e)
+            if getattr(e, "status", None) == 404:      # the backend lost the job (another data folder, deleted)
+                takes.update_take(scene, found[0], found[1]["index"], state="lost", error=str(e))
+            _followed.pop((scene_name, job_id))
+            continue
+        if job.get("stage") != followed.stage:
+            followed.stage, followed.stage_seen, followed.stage_fraction = \
+                job.get("stage"), time.monotonic(), float(job.get("progress") or 0.0)
+        key, take = takes.find_job(scene, job_id)
+        settings.status = status = f"take {take['index']}: {progress_text(job, followed)}"
         settings.progress = job["progress"]
         if job["state"] in FINISHED:
-            _followed.pop(shot)
-            take = takes.takes(scene, shot)[index]
+            _followed.pop((scene_name, job_id))
             if job["state"] == "done":
-                importer_fn = importer.import_mesh if settings.import_as == "MESH" else importer.import_splats
-                kwargs = {} if settings.import_as == "MESH" else {"display": settings.display}
-                obj = importer_fn(bpy.path.abspath(take["result"]), name=f"{Path(shot).stem}_take{index}",
-                                  frame_start=settings.frame_start, **kwargs)
-                obj["gvf4d_shot"], obj["gvf4d_take"] = shot, index
-                takes.set_active(scene, shot, index)
-                settings.status = f"take {index} imported ({', '.join(job.get('reused_stages') or []) or 'no'} stages reused)"
+                try:
+                    import_take(scene, key, take)
+                except (ValueError, OSError) as e:     # GVF4DFileError is a ValueError
+                    settings.status = f"take {take['index']} done, but its import failed: {e}"
+                    continue
+                reused = ", ".join(job.get("reused_stages") or []) or "no"
+                settings.status = f"take {take['index']} imported ({reused} stages reused)"
+            elif job["state"] == "failed" and (job.get("error") or "").startswith(OUT_OF_MEMORY):
+                settings.status = f"take {take['index']} ran out of GPU memory: see the advice below"
             else:
-                settings.status = f"take {index} {job['state']}: {job.get('error') or ''}"
-    _status_bar(settings.status if _followed else None)
-    return POLL_INTERVAL if _followed else None
+                settings.status = f"take {take['index']} {job['state']}: {job.get('error') or ''}"
+    if _followed and time.monotonic() >= _next_health:
+        _next_health = time.monotonic() + HEALTH_INTERVAL
+        connection.refresh(context)
+    _status_bar(status if _followed else None)
+    return POLL_INTERVAL if busy() else None
 
 
 def _status_bar(text: str | None) -> None:

@@ -28,6 +28,13 @@ class GVF4DSettings(bpy.types.PropertyGroup):
     stride: bpy.props.IntProperty(name="Stride", default=1, min=1)
     seed: bpy.props.IntProperty(name="Seed", default=0, min=0)
     fit_iterations: bpy.props.IntProperty(name="Fit steps per frame", default=20, min=1)
+    precision: bpy.props.EnumProperty(name="Precision", items=[
+        ("auto", "Auto", "Half precision (fp16) on a GPU, fp32 on the CPU"),
+        ("fp32", "fp32", "Full precision: twice the GPU memory of fp16"),
+        ("fp16", "fp16", "Half precision"),
+        ("bf16", "bf16", "bfloat16: half precision with fp32's range")], default="auto")
+    mesh_samples: bpy.props.IntProperty(name="Gaussians on the mesh", default=100_000, min=1_000,
+                                        description="Mesh canonical: how many Gaussians are sampled on its surface")
     frame_start: bpy.props.IntProperty(name="Scene start frame", default=1)
     import_as: bpy.props.EnumProperty(name="Import as", items=[("SPLATS", "Keyframed splats", ""), ("MESH", "Deformed mesh", "")])
     display: bpy.props.EnumProperty(name="Display", items=[("splat", "Splats", ""), ("points", "Points", "")])
@@ -65,4 +72,9 @@ class GVF4DSettings(bpy.types.PropertyGroup):
         return {"footage": self.footage_path(context), **self.canonical_request(context),
                 "engine": self.engine, "weights": bpy.path.abspath(self.weights) if self.weights else None,
                 "frames": self.frames, "start": self.start, "stride": self.stride, "seed": self.seed,
-                "fit_iterations": self.fit_iterations, "mesh": self.extract_mesh or self.import_as == "MESH"}
+                "fit_iterations": self.fit_iterations, "mesh": self.extract_mesh or self.import_as == "MESH",
+                "precision": self.precision, "mesh_samples": self.mesh_samples}
+
+    def take_fields(self) -> dict:
+        """What importing the take needs later, recorded with it (the settings may change before it is done)."""
+        return {"import_as": self.import_as, "display": self.display, "frame_start": self.frame_start}

@@ -131,18 +131,6 @@ def test_generate_from_the_active_movie_clip(backend, addon, fixture_dir):
     assert obj["gvf4d_frame_start"] == 20          # frame 1 of the result on the clip's start frame
 
 
-def test_start_a_local_backend(tmp_path):
-    from gvf_blender.backend import BackendError, start_backend
-    b = start_backend(str(ROOT / ".venv" / "bin" / "python"), str(tmp_path / "data"))
-    try:
-        assert b.health()["version"]
-    finally:
-        pid = json.loads((tmp_path / "data" / "backend.lock.json").read_text())["pid"]
-        os.kill(pid, signal.SIGTERM)
-    with pytest.raises(BackendError, match="cannot start the backend"):
-        start_backend(str(tmp_path / "no-python"), str(tmp_path / "data2"))
-
-
 def test_selected_object_as_canonical_mesh(addon, fixture_dir):
     """The active object goes to the backend as a GLB (the backend side: tests/test_canonical_sources.py)."""
     import json

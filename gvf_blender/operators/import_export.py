@@ -1,4 +1,6 @@
 """Importing a .gvf4d result (File > Import, the panel) and exporting an imported one to glTF or Alembic."""
+import os
+
 import bpy
 from bpy_extras.io_utils import ExportHelper, ImportHelper
 
@@ -38,21 +40,58 @@ class GVF4D_OT_import(bpy.types.Operator, ImportHelper):
         return {"FINISHED"}
 
 
+FORMAT_EXTENSIONS = {"GLTF": ".glb", "ABC": ".abc"}
+
+
+def export_path(filepath: str, file_format: str) -> str:
+    """filepath with the extension of the chosen format (any other extension of the two replaced)."""
+    stem, ext = os.path.splitext(filepath)
+    if ext.lower() not in FORMAT_EXTENSIONS.values():
+        stem = filepath
+    return stem + FORMAT_EXTENSIONS[file_format]
+
+
+def match_filter_to_format(self, context):
+    """The export dialog's file filter shows the chosen format's files only."""
+    self.filter_glob = "*" + FORMAT_EXTENSIONS[self.format]
+
+
 class GVF4D_OT_export(bpy.types.Operator, ExportHelper):
     """Export the active GVF4D object (glTF with morph targets, or Alembic) over its frame range"""
     bl_idname = "gvf4d.export_result"
     bl_label = "Export GVF4D Animation"
-    filename_ext = ".glb"
-    format: bpy.props.EnumProperty(name="Format", items=[("GLTF", "glTF (.glb)", ""), ("ABC", "Alembic (.abc)", "")])
+    filename_ext = ".glb"       # the default format's; the file name follows the chosen format (check)
+    filter_glob: bpy.props.StringProperty(default="*.glb", options={"HIDDEN"})
+    format: bpy.props.EnumProperty(name="Format", items=[("GLTF", "glTF (.glb)", ""), ("ABC", "Alembic (.abc)", "")],
+                                   update=match_filter_to_format)
 
     @classmethod
     def poll(cls, context):
         return context.active_object is not None and "gvf4d_frames" in context.active_object
 
+    def invoke(self, context, event):
+        if not self.filepath:
+            name = bpy.path.clean_name(context.active_object.name)
+            folder = os.path.dirname(bpy.path.abspath(context.blend_data.filepath)) if context.blend_data.filepath \
+                else ""
+            self.filepath = os.path.join(folder, name)
+        self.filepath = export_path(self.filepath, self.format)
+        match_filter_to_format(self, context)
+        context.window_manager.fileselect_add(self)
+        return {"RUNNING_MODAL"}
+
+    def check(self, context):
+        """The file browser asks after each change: keeps the file name's extension that of the format."""
+        path = export_path(self.filepath, self.format)
+        if path == self.filepath or not os.path.basename(self.filepath):
+            return False
+        self.filepath = path
+        return True
+
     def execute(self, context):
-        obj = context.active_object
+        obj, path = context.active_object, export_path(self.filepath, self.format)
         if self.format == "GLTF":
-            exporters.export_gltf(obj, self.filepath)
+            exporters.export_gltf(obj, path)
         else:
-            exporters.export_alembic(obj, str(self.filepath).rsplit(".", 1)[0] + ".abc")
+            exporters.export_alembic(obj, path)
         return {"FINISHED"}

@@ -1,9 +1,47 @@
-"""The GVF4D sidebar panel (3D View and Movie Clip editor): the shot's settings, Generate, its takes, import/export."""
+"""The GVF4D sidebar panel (3D View and Movie Clip editor): the backend (state, GPU, memory, start/stop), the
+shot's settings, Generate, its takes with an out-of-memory failure's advice, import/export."""
 import bpy
 
-from .. import exporters, takes
-from ..operators.generate import GVF4D_OT_activate_take, GVF4D_OT_cancel, GVF4D_OT_generate
+from .. import connection, exporters, jobs, takes
+from ..operators import backend as backend_ops
+from ..operators.generate import (GVF4D_OT_activate_take, GVF4D_OT_cancel, GVF4D_OT_generate,
+                                  GVF4D_OT_reduce_memory)
 from ..operators.import_export import GVF4D_OT_export, GVF4D_OT_import
+
+
+def draw_backend(layout) -> None:
+    """The backend's last known state (drawn from the last health answer: drawing never waits on the network)
+    and its operators."""
+    box = layout.box()
+    answer, message = connection.health["answer"], connection.health["message"]
+    if answer:
+        text = backend_ops.describe(answer)
+        for part in text.split("; "):
+            box.label(text=part, icon="CHECKMARK" if answer.get("status") == "ok" else "ERROR")
+    if message or not answer:
+        box.label(text=message or "backend not checked yet", icon="INFO")
+    row = box.row(align=True)
+    row.operator(backend_ops.GVF4D_OT_start_backend.bl_idname, text="Start", icon="PLAY")
+    row.operator(backend_ops.GVF4D_OT_stop_backend.bl_idname, text="Stop", icon="PAUSE")
+    row.operator(backend_ops.GVF4D_OT_check_backend.bl_idname, text="", icon="FILE_REFRESH")
+    row = box.row(align=True)
+    row.operator(backend_ops.GVF4D_OT_free_gpu_memory.bl_idname, icon="TRASH")
+    row.operator(backend_ops.GVF4D_OT_open_backend_log.bl_idname, text="Log", icon="TEXT")
+    row.operator(backend_ops.GVF4D_OT_copy_diagnostics.bl_idname, text="", icon="COPYDOWN")
+
+
+def draw_memory_advice(layout, settings) -> None:
+    """What the artist can change after a take ran out of GPU memory, each one click."""
+    box = layout.box()
+    box.label(text="The last take ran out of GPU memory. Try:", icon="ERROR")
+    box.operator(GVF4D_OT_reduce_memory.bl_idname, text=f"Fewer frames ({settings.frames} -> "
+                 f"{max(1, settings.frames // 2)})").action = "FRAMES"
+    if settings.canonical_source in ("mesh", "object"):
+        box.operator(GVF4D_OT_reduce_memory.bl_idname, text=f"Fewer Gaussians ({settings.mesh_samples:,} -> "
+                     f"{max(settings.mesh_samples // 2, 1000):,})").action = "GAUSSIANS"
+    if settings.engine == "gvf" and settings.precision == "fp32":
+        box.operator(GVF4D_OT_reduce_memory.bl_idname, text="Half precision (fp16)").action = "PRECISION"
+    box.operator(backend_ops.GVF4D_OT_free_gpu_memory.bl_idname, text="Free the backend's loaded models")
 
 
 class ShotPanel:
@@ -15,16 +53,20 @@ class ShotPanel:
     def draw(self, context):
         s = context.scene.gvf4d
         col = self.layout.column()
+        draw_backend(col)
         col.prop(s, "source")
         names = ("start", "stride", "frames", "canonical_source")
         for name in (names if s.source == "CLIP" else ("footage",) + names):
             col.prop(s, name)
         if s.canonical_source in ("splat", "mesh"):
             col.prop(s, "canonical")
+        if s.canonical_source in ("mesh", "object"):
+            col.prop(s, "mesh_samples")
         col.prop(s, "engine")
         if s.engine == "gvf" or s.canonical_source == "trellis":
             col.prop(s, "weights")
             col.prop(s, "seed")
+            col.prop(s, "precision")
         else:
             col.prop(s, "fit_iterations")
         col.prop(s, "frame_start")
@@ -41,6 +83,9 @@ class ShotPanel:
             history, current = takes.takes(context.scene, shot), takes.active(context.scene, shot)
         except ValueError:
             history, current = [], None
+        if history and history[-1]["state"] == "failed" and \
+                (history[-1].get("error") or "").startswith(jobs.OUT_OF_MEMORY):
+            draw_memory_advice(col, s)
         if history:
             box = col.box()
             box.label(text="Takes")
