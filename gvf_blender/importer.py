@@ -1,11 +1,12 @@
 """Building Blender objects from a .gvf4d result: plain functions over bpy, testable without the UI.
 
-Keyframed splats: one mesh object whose points are the Gaussians (attributes: color, opacity, scale,
-rotation), moved per frame by shape keys (frame t = key "frame_tttt", value 1 on its frame, 0 on the
-neighbouring frames, linear between). Shading: a geometry-nodes modifier instances an oriented, scaled
-ellipsoid on every point and a material fades it by the Gaussian's opacity (EEVEE and Cycles); `display
-"points"` skips the instancing for heavy scenes.
-Deformed mesh: the result's extracted mesh with vertex colours, animated the same way.
+Splats: one mesh object whose points are the Gaussians. Canonical attributes `color` (the SH-DC colour
+0.5 + 0.28209479·sh_dc, display values), `opacity`, `scale`, `rotation`, the SH bands above DC as `sh_rest_01`..;
+every frame of every track the file has as `gvf_p_0000`.. (position), `gvf_r_` (rotation), `gvf_s_` (scale),
+`gvf_o_` (opacity), `gvf_c_` (colour). Two geometry-nodes modifiers: "GVF4D Animation" blends the tracks at the
+scene frame (splat_nodes.animation_group), "GVF4D Splats" draws the Gaussians as camera-facing quads with the
+3DGS falloff or as coloured points. The object sits where `placement` puts it (placement.py).
+Deformed mesh: the result's extracted mesh with vertex colours, animated by shape keys.
 """
 from __future__ import annotations
 
@@ -13,17 +14,106 @@ from pathlib import Path
 
 import bpy
 import numpy as np
+from mathutils import Matrix
 
+from . import placement as placements
+from . import splat_nodes
 from .result_file import GVF4DFile
 
 SH_C0 = 0.28209479177387814
-NODE_GROUP = "GVF4D Splat"
-MATERIAL = "GVF4D Splat Material"
-SPLAT_SIGMAS = 2.0   # the instanced ellipsoid's radii, in standard deviations
+ANIMATION_MODIFIER = "GVF4D Animation"
+DISPLAY_MODIFIER = "GVF4D Splats"
+DISPLAYS = ("splat", "points")
 
 
-def _frame_track(f: GVF4DFile, name: str, canonical: str, t: int) -> np.ndarray:
-    return f.frame(name, t) if f.has(name) else np.asarray(f.array(canonical), dtype=np.float32)
+def _set_attr(mesh, name: str, kind: str, field: str, values: np.ndarray) -> None:
+    attr = mesh.attributes.get(name) or mesh.attributes.new(name=name, type=kind, domain="POINT")
+    attr.data.foreach_set(field, np.ascontiguousarray(values, dtype=np.float32).ravel())
+
+
+def _unit(quaternions) -> np.ndarray:
+    """(N, 4) w-x-y-z normalised (half-precision tracks store them only nearly unit)."""
+    q = np.asarray(quaternions, dtype=np.float32)
+    return q / np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-12)
+
+
+def _rgb(sh_dc) -> np.ndarray:
+    """SH DC -> display rgb, unclamped (the node groups clamp after adding the view-dependent bands)."""
+    return 0.5 + SH_C0 * np.asarray(sh_dc, dtype=np.float32)
+
+
+def _write_tracks(mesh, f: GVF4DFile) -> None:
+    """Every frame of every track the file has, as point attributes."""
+    tracks = [("position", "frames.position", "FLOAT_VECTOR", "vector", None),
+              ("rotation", "frames.rotation", "QUATERNION", "value", _unit),
+              ("scale", "frames.scale", "FLOAT_VECTOR", "vector", None),
+              ("opacity", "frames.opacity", "FLOAT", "value", None),
+              ("color", "frames.sh_dc", "FLOAT_VECTOR", "vector", _rgb)]
+    for track, tensor, kind, field, convert in tracks:
+        if not f.has(tensor):
+            continue
+        for t in range(f.num_frames):
+            values = f.frame(tensor, t)
+            _set_attr(mesh, splat_nodes.track_attribute(track, t), kind, field, convert(values) if convert else values)
+
+
+def import_splats(path, name: str | None = None, frame_start: int = 1, display: str = "splat", collection=None,
+                  placement: str = "AUTO"):
+    """The result as animated splats. Returns the new object.
+
+    display: "splat" (Gaussian quads facing the active camera) or "points" (a coloured point cloud).
+    placement: "AUTO", "ASSET" (where the artist's mesh or splat was) or "ORIGIN" (placement.py).
+    """
+    if display not in DISPLAYS:
+        raise ValueError(f"display {display!r} is not one of {DISPLAYS}")
+    f = GVF4DFile(path)
+    name = name or Path(path).stem
+    N, T = f.num_gaussians, f.num_frames
+    mesh = bpy.data.meshes.new(name)
+    mesh.vertices.add(N)
+    mesh.vertices.foreach_set("co", f.frame("frames.position", 0).ravel())
+    opacity = np.asarray(f.array("canonical.opacity"), dtype=np.float32)
+    rgb = _rgb(f.array("canonical.sh_dc"))
+    _set_attr(mesh, "color", "FLOAT_COLOR", "color", np.concatenate([rgb, np.ones((N, 1), np.float32)], 1))
+    _set_attr(mesh, "opacity", "FLOAT", "value", opacity)
+    _set_attr(mesh, "scale", "FLOAT_VECTOR", "vector", f.array("canonical.scale"))
+    _set_attr(mesh, "rotation", "QUATERNION", "value", _unit(f.array("canonical.rotation")))
+    if f.has("canonical.sh_rest"):
+        sh_rest = f.array("canonical.sh_rest")
+        for k in range(min(sh_rest.shape[1], 15)):
+            _set_attr(mesh, splat_nodes.SH_REST_ATTRIBUTE.format(k + 1), "FLOAT_VECTOR", "vector", sh_rest[:, k])
+    _write_tracks(mesh, f)
+    mesh.update()
+    obj = bpy.data.objects.new(name, mesh)
+    (collection or bpy.context.scene.collection).objects.link(obj)
+    obj.matrix_world = Matrix(placements.object_matrix(f.metadata, placement).tolist())
+    obj["gvf4d_path"] = str(path)
+    obj["gvf4d_frames"] = T
+    obj["gvf4d_frame_start"] = frame_start
+    obj["gvf4d_placement"] = placements.resolve(f.metadata, placement)
+    animation = obj.modifiers.new(ANIMATION_MODIFIER, "NODES")
+    animation.node_group = splat_nodes.animation_group()
+    splat_nodes.set_group_input(animation, "Start Frame", frame_start)
+    splat_nodes.set_group_input(animation, "Frames", T)
+    set_display(obj, display)
+    return obj
+
+
+def set_display(obj, display: str) -> None:
+    """'splat' (Gaussian quads) or 'points' (coloured points): the node group of the display modifier."""
+    if display not in DISPLAYS:
+        raise ValueError(f"display {display!r} is not one of {DISPLAYS}")
+    mod = obj.modifiers.get(DISPLAY_MODIFIER) or obj.modifiers.new(DISPLAY_MODIFIER, "NODES")
+    mod.node_group = splat_nodes.splat_group() if display == "splat" else splat_nodes.points_group()
+    if display == "splat":
+        splat_nodes.set_group_input(mod, "View-dependent Colour",
+                                    splat_nodes.SH_REST_ATTRIBUTE.format(1) in obj.data.attributes)
+
+
+def hide_take(obj) -> None:
+    """Hides a take's object in viewports and renders (when a newer take of its shot is imported); hidden
+    objects are not evaluated, so they cost nothing while scrubbing."""
+    obj.hide_viewport = obj.hide_render = True
 
 
 def _add_shape_key_animation(obj, positions_by_frame, frame_start: int) -> None:
@@ -57,42 +147,8 @@ def _fcurves(id_data):
         return list(action.fcurves)
 
 
-def _set_attr(mesh, name: str, kind: str, field: str, values: np.ndarray) -> None:
-    attr = mesh.attributes.get(name) or mesh.attributes.new(name=name, type=kind, domain="POINT")
-    attr.data.foreach_set(field, np.ascontiguousarray(values, dtype=np.float32).ravel())
-
-
-def import_splats(path, name: str | None = None, frame_start: int = 1, display: str = "splat",
-                  collection=None):
-    """The result as keyframed splats. Returns the new object."""
-    f = GVF4DFile(path)
-    name = name or Path(path).stem
-    N, T = f.num_gaussians, f.num_frames
-    mesh = bpy.data.meshes.new(name)
-    mesh.vertices.add(N)
-    pos0 = f.frame("frames.position", 0)
-    mesh.vertices.foreach_set("co", pos0.ravel())
-    sh = np.asarray(f.array("canonical.sh_dc"), dtype=np.float32)
-    rgb = np.clip(0.5 + SH_C0 * sh, 0.0, 1.0)
-    opacity = np.asarray(f.array("canonical.opacity"), dtype=np.float32)
-    _set_attr(mesh, "color", "FLOAT_COLOR", "color", np.concatenate([rgb, opacity[:, None]], 1))
-    _set_attr(mesh, "opacity", "FLOAT", "value", opacity)
-    _set_attr(mesh, "scale", "FLOAT_VECTOR", "vector", _frame_track(f, "frames.scale", "canonical.scale", 0))
-    _set_attr(mesh, "rotation", "QUATERNION", "value", _frame_track(f, "frames.rotation", "canonical.rotation", 0))
-    mesh.update()
-    obj = bpy.data.objects.new(name, mesh)
-    (collection or bpy.context.scene.collection).objects.link(obj)
-    obj["gvf4d_path"] = str(path)
-    obj["gvf4d_frames"] = T
-    obj["gvf4d_frame_start"] = frame_start
-    _add_shape_key_animation(obj, lambda t: f.frame("frames.position", t), frame_start)
-    if display == "splat":
-        add_splat_shading(obj)
-    return obj
-
-
-def import_mesh(path, name: str | None = None, frame_start: int = 1, collection=None):
-    """The result's extracted mesh, vertex-coloured and animated per frame."""
+def import_mesh(path, name: str | None = None, frame_start: int = 1, collection=None, placement: str = "AUTO"):
+    """The result's extracted mesh, vertex-coloured and animated per frame, placed as import_splats does."""
     f = GVF4DFile(path)
     if not f.has("mesh.vertices"):
         raise ValueError(f"{path}: this result holds no extracted mesh; import it as splats")
@@ -113,6 +169,7 @@ def import_mesh(path, name: str | None = None, frame_start: int = 1, collection=
     mesh.validate()
     obj = bpy.data.objects.new(name, mesh)
     (collection or bpy.context.scene.collection).objects.link(obj)
+    obj.matrix_world = Matrix(placements.object_matrix(f.metadata, placement).tolist())
     obj["gvf4d_path"] = str(path)
     obj["gvf4d_frames"] = f.num_frames
     obj["gvf4d_frame_start"] = frame_start
@@ -139,82 +196,3 @@ def _vertex_colour_material():
     bsdf = nt.nodes.get("Principled BSDF")
     nt.links.new(attr.outputs["Color"], bsdf.inputs["Base Color"])
     return mat
-
-
-def splat_material():
-    mat = bpy.data.materials.get(MATERIAL)
-    if mat:
-        return mat
-    mat = bpy.data.materials.new(MATERIAL)
-    _ensure_nodes(mat)
-    nt = mat.node_tree
-    nt.nodes.clear()
-    out = nt.nodes.new("ShaderNodeOutputMaterial")
-    emit = nt.nodes.new("ShaderNodeEmission")
-    transparent = nt.nodes.new("ShaderNodeBsdfTransparent")
-    mix = nt.nodes.new("ShaderNodeMixShader")
-    colour = nt.nodes.new("ShaderNodeAttribute")
-    colour.attribute_name, colour.attribute_type = "color", "INSTANCER"
-    opacity = nt.nodes.new("ShaderNodeAttribute")
-    opacity.attribute_name, opacity.attribute_type = "opacity", "INSTANCER"
-    # fade towards the ellipsoid's rim (facing ratio), scaled by the Gaussian's opacity
-    layer = nt.nodes.new("ShaderNodeLayerWeight")
-    fade = nt.nodes.new("ShaderNodeMath")
-    fade.operation = "MULTIPLY"
-    rim = nt.nodes.new("ShaderNodeMath")
-    rim.operation = "SUBTRACT"
-    rim.inputs[0].default_value = 1.0
-    nt.links.new(layer.outputs["Facing"], rim.inputs[1])
-    nt.links.new(rim.outputs[0], fade.inputs[0])
-    nt.links.new(opacity.outputs["Fac"], fade.inputs[1])
-    nt.links.new(colour.outputs["Color"], emit.inputs["Color"])
-    nt.links.new(fade.outputs[0], mix.inputs["Fac"])
-    nt.links.new(transparent.outputs[0], mix.inputs[1])
-    nt.links.new(emit.outputs[0], mix.inputs[2])
-    nt.links.new(mix.outputs[0], out.inputs["Surface"])
-    if hasattr(mat, "surface_render_method"):
-        mat.surface_render_method = "BLENDED"
-    return mat
-
-
-def splat_node_group():
-    ng = bpy.data.node_groups.get(NODE_GROUP)
-    if ng:
-        return ng
-    ng = bpy.data.node_groups.new(NODE_GROUP, "GeometryNodeTree")
-    ng.interface.new_socket("Geometry", in_out="INPUT", socket_type="NodeSocketGeometry")
-    ng.interface.new_socket("Geometry", in_out="OUTPUT", socket_type="NodeSocketGeometry")
-    n = ng.nodes
-    gin, gout = n.new("NodeGroupInput"), n.new("NodeGroupOutput")
-    inst = n.new("GeometryNodeInstanceOnPoints")
-    sphere = n.new("GeometryNodeMeshIcoSphere")
-    sphere.inputs["Radius"].default_value = SPLAT_SIGMAS
-    sphere.inputs["Subdivisions"].default_value = 1
-    scale = n.new("GeometryNodeInputNamedAttribute")
-    scale.data_type, scale.inputs["Name"].default_value = "FLOAT_VECTOR", "scale"
-    rot = n.new("GeometryNodeInputNamedAttribute")
-    rot.data_type, rot.inputs["Name"].default_value = "QUATERNION", "rotation"
-    setmat = n.new("GeometryNodeSetMaterial")
-    setmat.inputs["Material"].default_value = splat_material()
-    ng.links.new(gin.outputs[0], inst.inputs["Points"])
-    ng.links.new(sphere.outputs["Mesh"], setmat.inputs["Geometry"])
-    ng.links.new(setmat.outputs["Geometry"], inst.inputs["Instance"])
-    ng.links.new(scale.outputs["Attribute"], inst.inputs["Scale"])
-    ng.links.new(rot.outputs["Attribute"], inst.inputs["Rotation"])
-    ng.links.new(inst.outputs["Instances"], gout.inputs[0])
-    return ng
-
-
-def add_splat_shading(obj):
-    mod = obj.modifiers.new("GVF4D Splats", "NODES")
-    mod.node_group = splat_node_group()
-    return mod
-
-
-def set_display(obj, display: str) -> None:
-    """'splat' (instanced ellipsoids) or 'points' (cheap point display)."""
-    mod = obj.modifiers.get("GVF4D Splats")
-    if display == "splat" and mod is None:
-        add_splat_shading(obj)
-    elif mod is not None:
-        mod.show_viewport = mod.show_render = display == "splat"
