@@ -1,5 +1,7 @@
-"""Importing a .gvf4d result (File > Import, the panel) and exporting an imported one to glTF or Alembic."""
+"""Importing a .gvf4d result (File > Import, the panel) and exporting an imported one (3DGS PLY sequence, glTF
+Gaussian splat, glTF morph targets, Alembic)."""
 import os
+import textwrap
 
 import bpy
 from bpy_extras.io_utils import ExportHelper, ImportHelper
@@ -40,11 +42,11 @@ class GVF4D_OT_import(bpy.types.Operator, ImportHelper):
         return {"FINISHED"}
 
 
-FORMAT_EXTENSIONS = {"GLTF": ".glb", "ABC": ".abc"}
+FORMAT_EXTENSIONS = {key: export_format.extension for key, export_format in exporters.FORMATS.items()}
 
 
 def export_path(filepath: str, file_format: str) -> str:
-    """filepath with the extension of the chosen format (any other extension of the two replaced)."""
+    """filepath with the extension of the chosen format (any other format's extension replaced)."""
     stem, ext = os.path.splitext(filepath)
     if ext.lower() not in FORMAT_EXTENSIONS.values():
         stem = filepath
@@ -57,13 +59,15 @@ def match_filter_to_format(self, context):
 
 
 class GVF4D_OT_export(bpy.types.Operator, ExportHelper):
-    """Export the active GVF4D object (glTF with morph targets, or Alembic) over its frame range"""
+    """Export the active GVF4D object over its frame range, read from its result file: 3DGS PLY sequence, glTF
+    Gaussian splat, glTF morph targets or Alembic"""
     bl_idname = "gvf4d.export_result"
     bl_label = "Export GVF4D Animation"
     filename_ext = ".glb"       # the default format's; the file name follows the chosen format (check)
     filter_glob: bpy.props.StringProperty(default="*.glb", options={"HIDDEN"})
-    format: bpy.props.EnumProperty(name="Format", items=[("GLTF", "glTF (.glb)", ""), ("ABC", "Alembic (.abc)", "")],
-                                   update=match_filter_to_format)
+    format: bpy.props.EnumProperty(
+        name="Format", default="GLTF", update=match_filter_to_format,
+        items=[(key, f.label, f"Keeps {f.keeps}; drops {f.drops}") for key, f in exporters.FORMATS.items()])
 
     @classmethod
     def poll(cls, context):
@@ -88,10 +92,25 @@ class GVF4D_OT_export(bpy.types.Operator, ExportHelper):
         self.filepath = path
         return True
 
+    def draw(self, context):
+        """The format, and what it keeps and drops."""
+        layout = self.layout
+        layout.prop(self, "format")
+        chosen = exporters.FORMATS[self.format]
+        box = layout.box()
+        for heading, text in (("Keeps", chosen.keeps), ("Drops", chosen.drops)):
+            for i, line in enumerate(textwrap.wrap(f"{heading}: {text}", 36)):
+                box.label(text=line, icon=("CHECKMARK" if heading == "Keeps" else "X") if i == 0 else "BLANK1")
+
     def execute(self, context):
         obj, path = context.active_object, export_path(self.filepath, self.format)
-        if self.format == "GLTF":
-            exporters.export_gltf(obj, path)
+        try:
+            written = exporters.FORMATS[self.format].export(obj, path)
+        except (ValueError, OSError) as e:          # GVF4DFileError is a ValueError
+            self.report({"ERROR"}, str(e))
+            return {"CANCELLED"}
+        if isinstance(written, list):
+            self.report({"INFO"}, f"Exported {len(written)} files: {written[0]} .. {os.path.basename(written[-1])}")
         else:
-            exporters.export_alembic(obj, path)
+            self.report({"INFO"}, f"Exported {written}")
         return {"FINISHED"}
