@@ -142,6 +142,9 @@ def import_take(scene, key: str, take: dict) -> bpy.types.Object:
     importer_fn = importer.import_mesh if as_mesh else importer.import_splats
     obj = importer_fn(str(paths.to_absolute(take["result"])), name=f"{Path(key).stem}_take{take['index']}",
                       frame_start=take.get("frame_start", settings.frame_start), **kwargs)
+    for other in bpy.data.objects:          # a new take hides the shot's earlier ones (the artist may show them)
+        if other is not obj and other.get("gvf4d_shot") == key:
+            importer.hide_take(other)
     obj["gvf4d_shot"], obj["gvf4d_take"] = key, take["index"]
     obj["gvf4d_path"] = take["result"]          # stored like the take's: relative to the .blend when below it
     takes.set_active(scene, key, take["index"])

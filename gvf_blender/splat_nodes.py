@@ -44,7 +44,7 @@ def track_attribute(track: str, t: int) -> str:
     return f"{TRACKS[track][0]}_{t:04d}"
 
 
-class _Nodes:
+class NodeBuilder:
     """Adds nodes to a tree; each helper returns the output socket to link on. Inputs are given as sockets
     (linked) or constants (set), by input index or identifier."""
 
@@ -116,7 +116,7 @@ class _Nodes:
         return n.outputs["Result"]
 
 
-def _new_group(name: str, inputs=()):
+def new_node_group(name: str, inputs=()):
     """A geometry-nodes group (Geometry in and out plus `inputs`: (name, socket type, default, min)), reused
     when this version already built it. -> (group, built: whether its nodes still have to be added)."""
     ng = bpy.data.node_groups.get(name)
@@ -139,11 +139,11 @@ def _new_group(name: str, inputs=()):
 
 def animation_group():
     """Points in, points out: position and the canonical attributes set to the scene frame's values."""
-    ng, build = _new_group(ANIMATION_GROUP, [("Start Frame", "NodeSocketInt", 1, None),
+    ng, build = new_node_group(ANIMATION_GROUP, [("Start Frame", "NodeSocketInt", 1, None),
                                              ("Frames", "NodeSocketInt", 1, 1)])
     if not build:
         return ng
-    b = _Nodes(ng)
+    b = NodeBuilder(ng)
     gin, gout = b.add("NodeGroupInput"), b.add("NodeGroupOutput")
     now = b.add("GeometryNodeInputSceneTime").outputs["Frame"]
     last = b.math("SUBTRACT", gin.outputs["Frames"], 1.0)
@@ -181,7 +181,7 @@ def animation_group():
     return ng
 
 
-def _sh_bands(b: _Nodes, ray):
+def _sh_bands(b: NodeBuilder, ray):
     """Σ_k basis_k(ray) · sh_rest_k over bands 1-3 (3DGS's real SH basis and order); missing bands read as zero."""
     x, y, z = b.xyz(ray)
     xx, yy, zz = (b.math("MULTIPLY", c, c) for c in (x, y, z))
@@ -214,7 +214,7 @@ def _sh_bands(b: _Nodes, ray):
     return total
 
 
-def _linear_colour(b: _Nodes, rgb):
+def _linear_colour(b: NodeBuilder, rgb):
     """SH colour (display values) clamped to [0, 1], then scene-linear: what a material emits."""
     return b.srgb_to_linear(b.vec("MINIMUM", b.vec("MAXIMUM", rgb, (0.0,) * 3), (1.0,) * 3))
 
@@ -223,10 +223,10 @@ def splat_group():
     """Points in (with the current attributes), Gaussian quads out: the instance transform maps the quad
     [-1, 1]² to ±3σ of the covariance projected on the plane perpendicular to the view ray. Instances need no
     depth sort: EEVEE orders blended instances itself, Cycles composites any order."""
-    ng, build = _new_group(SPLAT_GROUP, [("View-dependent Colour", "NodeSocketBool", False, None)])
+    ng, build = new_node_group(SPLAT_GROUP, [("View-dependent Colour", "NodeSocketBool", False, None)])
     if not build:
         return ng
-    b = _Nodes(ng)
+    b = NodeBuilder(ng)
     gin, gout = b.add("NodeGroupInput"), b.add("NodeGroupOutput")
     camera = b.add("GeometryNodeObjectInfo", {"Object": b.add("GeometryNodeInputActiveCamera").outputs[0]},
                    transform_space="RELATIVE")
@@ -276,10 +276,10 @@ def splat_group():
 def points_group():
     """Points in, a point cloud out (radius from the Gaussian's scale) with the splat's colour: renders in
     Cycles and EEVEE."""
-    ng, build = _new_group(POINTS_GROUP)
+    ng, build = new_node_group(POINTS_GROUP)
     if not build:
         return ng
-    b = _Nodes(ng)
+    b = NodeBuilder(ng)
     gin, gout = b.add("NodeGroupInput"), b.add("NodeGroupOutput")
     radius = b.vec("DOT_PRODUCT", b.named("FLOAT_VECTOR", "scale")[0], (POINT_RADIUS_SIGMAS / 3,) * 3)
     g = b.store(gin.outputs[0], "POINT", "FLOAT_VECTOR", POINTS_COLOUR_ATTRIBUTE, b.named("FLOAT_VECTOR", "color")[0])
@@ -306,7 +306,7 @@ def _new_material(name: str):
     return mat, True
 
 
-def _emission_over_transparent(b: _Nodes, colour, alpha):
+def _emission_over_transparent(b: NodeBuilder, colour, alpha):
     emit = b.add("ShaderNodeEmission", {"Color": colour, "Strength": 1.0}).outputs[0]
     transparent = b.add("ShaderNodeBsdfTransparent").outputs[0]
     mix = b.add("ShaderNodeMixShader", {0: alpha, 1: transparent, 2: emit}).outputs[0]
@@ -318,7 +318,7 @@ def splat_material():
     quad's [-1, 1]² coordinates."""
     mat, build = _new_material(SPLAT_MATERIAL)
     if build:
-        b = _Nodes(mat.node_tree)
+        b = NodeBuilder(mat.node_tree)
         uv = b.add("ShaderNodeAttribute", attribute_name="gvf_uv", attribute_type="GEOMETRY").outputs["Vector"]
         r2 = b.vec("DOT_PRODUCT", uv, uv)
         falloff = b.math("EXPONENT", b.math("MULTIPLY", r2, -0.5 * SPLAT_SIGMAS ** 2))
@@ -331,7 +331,7 @@ def splat_material():
 def points_material():
     mat, build = _new_material(POINTS_MATERIAL)
     if build:
-        b = _Nodes(mat.node_tree)
+        b = NodeBuilder(mat.node_tree)
         opacity = b.add("ShaderNodeAttribute", attribute_name="opacity", attribute_type="GEOMETRY").outputs["Fac"]
         colour = b.add("ShaderNodeAttribute", attribute_name=POINTS_COLOUR_ATTRIBUTE,
                        attribute_type="GEOMETRY").outputs["Color"]
@@ -339,10 +339,26 @@ def points_material():
     return mat
 
 
-def set_group_input(modifier, name: str, value) -> None:
-    """Sets a geometry-nodes modifier's input by its name."""
+def _group_input_identifier(modifier, name: str) -> str:
     for item in modifier.node_group.interface.items_tree:
         if item.item_type == "SOCKET" and item.in_out == "INPUT" and item.name == name:
-            modifier[item.identifier] = value
-            return
+            return item.identifier
     raise KeyError(f"{modifier.node_group.name} has no input {name!r}")
+
+
+def group_input(modifier, name: str):
+    """A geometry-nodes modifier's input value by its name. Blender 5.2 holds the inputs as RNA properties in
+    `modifier.properties.inputs`; earlier versions as ID properties of the modifier."""
+    identifier = _group_input_identifier(modifier, name)
+    if hasattr(modifier, "properties"):
+        return getattr(modifier.properties.inputs, identifier).value
+    return modifier[identifier]
+
+
+def set_group_input(modifier, name: str, value) -> None:
+    """Sets a geometry-nodes modifier's input by its name (see `group_input`)."""
+    identifier = _group_input_identifier(modifier, name)
+    if hasattr(modifier, "properties"):
+        getattr(modifier.properties.inputs, identifier).value = value
+    else:
+        modifier[identifier] = value

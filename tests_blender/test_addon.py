@@ -34,7 +34,7 @@ def test_register_and_unregister(empty_scene):
 
 
 def test_import_splats_positions_attributes_keyframes(empty_scene, fixture_dir):
-    from gvf_blender import importer
+    from gvf_blender import importer, splat_nodes
     exp = np.load(fixture_dir / "expected.npz")
     T, N = exp["positions"].shape[:2]
     obj = importer.import_splats(fixture_dir / "shot.gvf4d", frame_start=10)
@@ -65,8 +65,7 @@ def test_import_splats_positions_attributes_keyframes(empty_scene, fixture_dir):
     assert obj.data.shape_keys is None
     animation = obj.modifiers["GVF4D Animation"]
     assert animation.node_group.name == "GVF4D Animation"
-    assert [animation[i.identifier] for i in animation.node_group.interface.items_tree
-            if i.item_type == "SOCKET" and i.in_out == "INPUT" and i.socket_type == "NodeSocketInt"] == [10, T]
+    assert [splat_nodes.group_input(animation, n) for n in ("Start Frame", "Frames")] == [10, T]
     mod = obj.modifiers["GVF4D Splats"]
     assert mod.node_group.name == "GVF4D Splat" and "GVF4D Splat Material" in bpy.data.materials
     # the instanced splats evaluate to one quad per Gaussian
@@ -177,5 +176,47 @@ def test_panel_draws_settings_and_takes(empty_scene):
         assert ("operator", ("gvf4d.generate",), None) in [(n, a[:1], None) for n, a, _ in log if n == "operator"]
         scene.gvf4d.source = "CLIP"          # no clip loaded: the panel still draws
         bpy.types.GVF4D_PT_panel.draw(panel, bpy.context)
+    finally:
+        gvf_blender.unregister()
+
+
+def test_import_operator_camera_scene_and_look_options(empty_scene, fixture_dir):
+    """The import's options for scripts: the footage camera becomes the scene's, the scene takes the result's
+    frames, fps and plate size, and the look settings are set; none of it without being asked."""
+    import gvf_blender
+    from gvf_blender import scene_setup
+    gvf_blender.register()
+    try:
+        scene = bpy.context.scene
+        path = str(fixture_dir / "fidelity.gvf4d")
+        before = (scene.frame_start, scene.frame_end, scene.render.fps, scene.camera)
+        assert bpy.ops.gvf4d.import_result(filepath=path, frame_start=5) == {"FINISHED"}
+        assert (scene.frame_start, scene.frame_end, scene.render.fps, scene.camera) == before
+        assert scene_setup.unmet_requirements(scene)
+        assert bpy.ops.gvf4d.import_result(filepath=path, frame_start=5, footage_camera=True, match_scene=True,
+                                           look_settings=True) == {"FINISHED"}
+        obj = bpy.context.active_object
+        assert scene.camera is not None and scene.camera.type == "CAMERA"
+        assert (scene.frame_start, scene.frame_end) == (5, 5 + obj["gvf4d_frames"] - 1)
+        assert scene.render.resolution_x == 160 and scene.render.resolution_y == 120
+        assert not scene_setup.unmet_requirements(scene)
+        assert bpy.ops.gvf4d.set_display(display="points") == {"FINISHED"}
+        assert obj.modifiers["GVF4D Splats"].node_group.name == "GVF4D Points"
+    finally:
+        gvf_blender.unregister()
+
+
+def test_a_new_take_hides_the_previous_one(empty_scene, fixture_dir):
+    import gvf_blender
+    from gvf_blender import jobs, takes
+    gvf_blender.register()
+    try:
+        scene, footage = bpy.context.scene, str(fixture_dir / "footage")
+        for job in ("job0", "job1"):
+            takes.add_take(scene, footage, {"engine": "fit"}, job, result=str(fixture_dir / "shot.gvf4d"))
+        key = takes.key_of(scene, footage)
+        first, second = (jobs.import_take(scene, key, take) for take in takes.takes(scene, footage))
+        assert first.hide_render and first.hide_viewport
+        assert not second.hide_render and not second.hide_viewport
     finally:
         gvf_blender.unregister()

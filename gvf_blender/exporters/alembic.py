@@ -27,10 +27,10 @@ def _velocity_group(fps: float):
     """Stores `velocity` (m/s): the step from the scene frame's result frame to the next (at the last frame,
     from the one before), times the scene's frame rate; reads the per-frame positions (gvf_p_0000..), so it
     runs before the animation modifier."""
-    ng, _ = splat_nodes._new_group(VELOCITY_GROUP, [("Start Frame", "NodeSocketInt", 1, None),
+    ng, _ = splat_nodes.new_node_group(VELOCITY_GROUP, [("Start Frame", "NodeSocketInt", 1, None),
                                                     ("Frames", "NodeSocketInt", 1, 1)])
     ng.nodes.clear()
-    b = splat_nodes._Nodes(ng)
+    b = splat_nodes.NodeBuilder(ng)
     gin, gout = b.add("NodeGroupInput"), b.add("NodeGroupOutput")
     frames = gin.outputs["Frames"]
     f = b.math("SUBTRACT", b.add("GeometryNodeInputSceneTime").outputs["Frame"], gin.outputs["Start Frame"])
@@ -51,9 +51,9 @@ def _velocity_group(fps: float):
 
 def _corner_colour_group():
     """Stores the point colour `color` as byte colours on the face corners, the form the exporter writes."""
-    ng, _ = splat_nodes._new_group(CORNER_COLOUR_GROUP)
+    ng, _ = splat_nodes.new_node_group(CORNER_COLOUR_GROUP)
     ng.nodes.clear()
-    b = splat_nodes._Nodes(ng)
+    b = splat_nodes.NodeBuilder(ng)
     gin, gout = b.add("NodeGroupInput"), b.add("NodeGroupOutput")
     colour = b.named("FLOAT_COLOR", "color")[0]
     b.tree.links.new(b.store(gin.outputs[0], "CORNER", "BYTE_COLOR", "color", colour), gout.inputs[0])

@@ -6,7 +6,8 @@ import textwrap
 import bpy
 from bpy_extras.io_utils import ExportHelper, ImportHelper
 
-from .. import exporters, importer
+from .. import exporters, footage_camera, importer, scene_setup
+from ..exporters.source import open_result
 from ..result_file import GVF4DFileError
 
 
@@ -19,10 +20,24 @@ class GVF4D_OT_import(bpy.types.Operator, ImportHelper):
     filter_glob: bpy.props.StringProperty(default="*.gvf4d", options={"HIDDEN"})
     mode: bpy.props.EnumProperty(name="As", items=[("SPLATS", "Keyframed splats", ""),
                                                    ("MESH", "Deformed mesh", "")], default="SPLATS")
-    display: bpy.props.EnumProperty(name="Display", items=[("splat", "Splats", "Instanced ellipsoids"),
-                                                           ("points", "Points", "Cheap, for heavy scenes")])
+    display: bpy.props.EnumProperty(name="Display", items=[
+        ("splat", "Splats", "Gaussian splats (camera-facing, 3DGS falloff)"),
+        ("points", "Points", "Coloured points, cheap for heavy scenes")])
     frame_start: bpy.props.IntProperty(name="Start frame", default=1,
                                        description="The scene frame the result's first frame lands on")
+    placement: bpy.props.EnumProperty(name="Placement", default="AUTO", items=[
+        ("AUTO", "Auto", "Where the artist's mesh or splat was when the canonical came from one, else the origin"),
+        ("ASSET", "Asset", "Undo the result's normalisation: where the artist's mesh or splat was"),
+        ("ORIGIN", "Origin", "The result's own space, centred at the origin")])
+    footage_camera: bpy.props.BoolProperty(
+        name="Footage camera", default=False,
+        description="Also create the camera that sees the plate (the footage as its background) and make it active")
+    match_scene: bpy.props.BoolProperty(
+        name="Match scene", default=False,
+        description="Set the scene's frame range, fps and resolution from the result")
+    look_settings: bpy.props.BoolProperty(
+        name="Splat look settings", default=False,
+        description="Set what the splat look needs: Standard view transform, Cycles transparent bounces")
 
     def invoke(self, context, event):
         self.frame_start = context.scene.frame_start
@@ -31,13 +46,25 @@ class GVF4D_OT_import(bpy.types.Operator, ImportHelper):
     def execute(self, context):
         try:
             if self.mode == "SPLATS":
-                obj = importer.import_splats(self.filepath, frame_start=self.frame_start, display=self.display)
+                obj = importer.import_splats(self.filepath, frame_start=self.frame_start, display=self.display,
+                                             placement=self.placement)
             else:
-                obj = importer.import_mesh(self.filepath, frame_start=self.frame_start)
+                obj = importer.import_mesh(self.filepath, frame_start=self.frame_start, placement=self.placement)
         except (GVF4DFileError, ValueError) as e:
             self.report({"ERROR"}, str(e))
             return {"CANCELLED"}
         context.view_layer.objects.active = obj
+        scene, meta = context.scene, open_result(obj).metadata
+        if self.footage_camera:
+            try:
+                scene.camera = footage_camera.create_footage_camera(meta, placement=self.placement,
+                                                                    frame_start=self.frame_start)
+            except ValueError as e:
+                self.report({"WARNING"}, f"no footage camera: {e}")
+        if self.match_scene:
+            footage_camera.match_scene(scene, meta, self.frame_start)
+        if self.look_settings:
+            scene_setup.apply_look_settings(scene)
         self.report({"INFO"}, f"Imported {obj.name}: {obj['gvf4d_frames']} frames from frame {self.frame_start}")
         return {"FINISHED"}
 

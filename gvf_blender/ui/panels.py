@@ -7,6 +7,7 @@ from ..operators import backend as backend_ops
 from ..operators.generate import (GVF4D_OT_activate_take, GVF4D_OT_cancel, GVF4D_OT_generate,
                                   GVF4D_OT_reduce_memory)
 from ..operators.import_export import GVF4D_OT_export, GVF4D_OT_import
+from ..operators.scene import draw_look, draw_result_tools
 
 
 def draw_backend(layout) -> None:
@@ -99,10 +100,12 @@ class ShotPanel:
                 op.index = take["index"]
         col.separator()
         col.operator(GVF4D_OT_import.bl_idname, icon="IMPORT")
+        draw_look(col, context.scene)
         obj = context.active_object
         if obj is not None and "gvf4d_frames" in obj:
             start, end = exporters.frame_range(obj)
             col.label(text=f"{obj.name}: frames {start}-{end}")
+            draw_result_tools(col, obj)
             col.operator(GVF4D_OT_export.bl_idname, icon="EXPORT")
 
 
