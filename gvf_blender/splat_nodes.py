@@ -4,8 +4,10 @@
 mode and on a farm): frame t of a track is a point attribute (`gvf_p_0004` position, `gvf_r_0004` rotation,
 `gvf_s_0004` scale, `gvf_o_0004` opacity, `gvf_c_0004` SH-DC colour), the group builds the two names around the
 scene frame (sub-frames included), reads them and blends linearly (rotations: spherically, the shortest way); a
-track the file lacks keeps the canonical attribute (`rotation`, `scale`, `opacity`, `color`). It writes the
-current values to the position and those canonical names, so every later step and export sees the current frame.
+track the file lacks keeps the canonical attribute (`rotation`, `scale`, `opacity`, `color`). Every frame's position
+also carries the artist's edit of the point (its position minus the imported canonical one, `gvf_canonical_p`), so
+points moved in edit mode stay moved as they animate. It writes the current values to the position and those
+canonical names, so every later step and export sees the current frame.
 
 "GVF4D Splat" draws a Gaussian as 3DGS rasterizers do: one quad per Gaussian facing the active camera, spanning
 ±3σ of its covariance projected on the plane perpendicular to the view ray, the material fading it with
@@ -22,7 +24,7 @@ SPLAT_GROUP = "GVF4D Splat"
 POINTS_GROUP = "GVF4D Points"
 SPLAT_MATERIAL = "GVF4D Splat Material"
 POINTS_MATERIAL = "GVF4D Points Material"
-VERSION = 2                # stored on each group and material: older builds are rebuilt in place
+VERSION = 3                # stored on each group and material: older builds are rebuilt in place
 SPLAT_SIGMAS = 3.0         # the quad's half-size in standard deviations; the material's falloff matches it
 POINT_RADIUS_SIGMAS = 1.5  # the points display's radius, in the Gaussian's mean standard deviation
 
@@ -31,6 +33,7 @@ TRACKS = {"position": ("gvf_p", None, "FLOAT_VECTOR"), "rotation": ("gvf_r", "ro
           "scale": ("gvf_s", "scale", "FLOAT_VECTOR"), "opacity": ("gvf_o", "opacity", "FLOAT"),
           "color": ("gvf_c", "color", "FLOAT_VECTOR")}
 SH_REST_ATTRIBUTE = "sh_rest_{:02d}"    # bands 1-3, coefficient k = 1..15, one FLOAT_VECTOR (rgb) each
+CANONICAL_POSITION_ATTRIBUTE = "gvf_canonical_p"   # the canonical positions as imported (the base positions move)
 POINTS_COLOUR_ATTRIBUTE = "gvf_rgb"     # the points' colour: Cycles finds no point-cloud attribute named "color"
 
 SH_C1 = 0.4886025119029199
@@ -171,7 +174,12 @@ def animation_group():
         # a track the file lacks keeps the canonical value (Exists is evaluated on the geometry, as a field)
         current = (b.add("GeometryNodeInputPosition").outputs[0] if track == "position"
                    else b.named(data_type, canonical)[0])
-        value = b.switch(socket_type, exists, current, b.mix(socket_type, w, a, c))
+        value = b.mix(socket_type, w, a, c)
+        if track == "position":      # plus the point's edit (none for an import made before the attribute existed)
+            imported, known = b.named("FLOAT_VECTOR", CANONICAL_POSITION_ATTRIBUTE)
+            edit = b.switch("VECTOR", known, (0.0, 0.0, 0.0), b.vec("SUBTRACT", current, imported))
+            value = b.vec("ADD", value, edit)
+        value = b.switch(socket_type, exists, current, value)
         if track == "position":
             g = b.add("GeometryNodeSetPosition", {"Geometry": g, "Position": value}).outputs[0]
         else:
