@@ -1,9 +1,10 @@
 """Building Blender objects from a .gvf4d result: plain functions over bpy, testable without the UI.
 
-Splats: one mesh object whose points are the Gaussians. Canonical attributes `color` (the SH-DC colour
-0.5 + 0.28209479·sh_dc, display values), `opacity`, `scale`, `rotation`, the SH bands above DC as `sh_rest_01`..;
-every frame of every track the file has as `gvf_p_0000`.. (position), `gvf_r_` (rotation), `gvf_s_` (scale),
-`gvf_o_` (opacity), `gvf_c_` (colour). Two geometry-nodes modifiers: "GVF4D Animation" blends the tracks at the
+Splats: one mesh object whose points are the Gaussians, at the canonical positions (the result's space; what the
+artist edits) also kept as `gvf_canonical_p`. Canonical attributes `color` (the SH-DC colour 0.5 + 0.28209479·sh_dc,
+display values), `opacity`, `scale`, `rotation`, the SH bands above DC as `sh_rest_01`..; every frame of every
+track the file has as `gvf_p_0000`.. (position), `gvf_r_` (rotation), `gvf_s_` (scale), `gvf_o_` (opacity),
+`gvf_c_` (colour). Two geometry-nodes modifiers: "GVF4D Animation" blends the tracks at the
 scene frame (splat_nodes.animation_group), "GVF4D Splats" draws the Gaussians as camera-facing quads with the
 3DGS falloff or as coloured points. The object sits where `placement` puts it (placement.py).
 Deformed mesh: the result's extracted mesh with vertex colours, animated by shape keys.
@@ -42,6 +43,26 @@ def _rgb(sh_dc) -> np.ndarray:
     return 0.5 + SH_C0 * np.asarray(sh_dc, dtype=np.float32)
 
 
+def canonical_attributes(f: GVF4DFile) -> dict[str, tuple[str, str, np.ndarray]]:
+    """The canonical splat as the import stores it on the points: attribute name -> (type, foreach field, values
+    (N, ...) float32). The base positions start as the `gvf_canonical_p` values."""
+    n = f.num_gaussians
+    rgb = _rgb(f.array("canonical.sh_dc"))
+    attributes = {
+        splat_nodes.CANONICAL_POSITION_ATTRIBUTE: ("FLOAT_VECTOR", "vector",
+                                                   np.asarray(f.array("canonical.position"), np.float32)),
+        "color": ("FLOAT_COLOR", "color", np.concatenate([rgb, np.ones((n, 1), np.float32)], 1)),
+        "opacity": ("FLOAT", "value", np.asarray(f.array("canonical.opacity"), np.float32)),
+        "scale": ("FLOAT_VECTOR", "vector", np.asarray(f.array("canonical.scale"), np.float32)),
+        "rotation": ("QUATERNION", "value", _unit(f.array("canonical.rotation"))),
+    }
+    if f.has("canonical.sh_rest"):
+        sh_rest = np.asarray(f.array("canonical.sh_rest"), np.float32)
+        for k in range(min(sh_rest.shape[1], 15)):
+            attributes[splat_nodes.SH_REST_ATTRIBUTE.format(k + 1)] = ("FLOAT_VECTOR", "vector", sh_rest[:, k])
+    return attributes
+
+
 def _write_tracks(mesh, f: GVF4DFile) -> None:
     """Every frame of every track the file has, as point attributes."""
     tracks = [("position", "frames.position", "FLOAT_VECTOR", "vector", None),
@@ -71,17 +92,10 @@ def import_splats(path, name: str | None = None, frame_start: int = 1, display: 
     N, T = f.num_gaussians, f.num_frames
     mesh = bpy.data.meshes.new(name)
     mesh.vertices.add(N)
-    mesh.vertices.foreach_set("co", f.frame("frames.position", 0).ravel())
-    opacity = np.asarray(f.array("canonical.opacity"), dtype=np.float32)
-    rgb = _rgb(f.array("canonical.sh_dc"))
-    _set_attr(mesh, "color", "FLOAT_COLOR", "color", np.concatenate([rgb, np.ones((N, 1), np.float32)], 1))
-    _set_attr(mesh, "opacity", "FLOAT", "value", opacity)
-    _set_attr(mesh, "scale", "FLOAT_VECTOR", "vector", f.array("canonical.scale"))
-    _set_attr(mesh, "rotation", "QUATERNION", "value", _unit(f.array("canonical.rotation")))
-    if f.has("canonical.sh_rest"):
-        sh_rest = f.array("canonical.sh_rest")
-        for k in range(min(sh_rest.shape[1], 15)):
-            _set_attr(mesh, splat_nodes.SH_REST_ATTRIBUTE.format(k + 1), "FLOAT_VECTOR", "vector", sh_rest[:, k])
+    canonical = canonical_attributes(f)
+    mesh.vertices.foreach_set("co", canonical[splat_nodes.CANONICAL_POSITION_ATTRIBUTE][2].ravel())
+    for attribute, (kind, field, values) in canonical.items():
+        _set_attr(mesh, attribute, kind, field, values)
     _write_tracks(mesh, f)
     mesh.update()
     obj = bpy.data.objects.new(name, mesh)

@@ -11,6 +11,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import bpy
 
@@ -33,6 +34,8 @@ class Followed:
     stage_seen: float = 0.0
     stage_fraction: float = 0.0
     since: float = field(default_factory=time.monotonic)
+    # a job that is not a take (a render): called with (scene, backend, job, progress text) at each poll
+    on_change: Callable[[bpy.types.Scene, Backend, dict, str], None] | None = None
 
 
 @dataclass
@@ -138,7 +141,9 @@ def import_take(scene, key: str, take: dict) -> bpy.types.Object:
     """Imports a done take's result as it was asked at Generate (splats or deformed mesh, display, start frame)."""
     settings = scene.gvf4d
     as_mesh = take.get("import_as", settings.import_as) == "MESH"
-    kwargs = {} if as_mesh else {"display": take.get("display", settings.display)}
+    kwargs = {"placement": take.get("placement", "AUTO")}
+    if not as_mesh:
+        kwargs["display"] = take.get("display", settings.display)
     importer_fn = importer.import_mesh if as_mesh else importer.import_splats
     obj = importer_fn(str(paths.to_absolute(take["result"])), name=f"{Path(key).stem}_take{take['index']}",
                       frame_start=take.get("frame_start", settings.frame_start), **kwargs)
@@ -151,9 +156,9 @@ def import_take(scene, key: str, take: dict) -> bpy.types.Object:
     return obj
 
 
-def follow(scene, job_id: str) -> None:
-    """Follows the job from the timer until it finishes."""
-    _followed.setdefault((scene.name, job_id), Followed(scene.name, job_id))
+def follow(scene, job_id: str, on_change=None) -> None:
+    """Follows the job from the timer until it finishes: a take's, or any other job's with `on_change` (Followed)."""
+    _followed.setdefault((scene.name, job_id), Followed(scene.name, job_id, on_change=on_change))
     _ensure_timer()
 
 
@@ -235,6 +240,32 @@ def _backend_ready(context) -> bool:
     return True
 
 
+def _note_stage(followed: Followed, job: dict) -> None:
+    """Records when the job's current stage was first seen and how far along it was then."""
+    if job.get("stage") != followed.stage:
+        followed.stage, followed.stage_seen, followed.stage_fraction = \
+            job.get("stage"), time.monotonic(), float(job.get("progress") or 0.0)
+
+
+def _poll_job(scene, backend: Backend, followed: Followed) -> str | None:
+    """One poll of a followed job that is not a take: its on_change gets the job and its progress text. The job
+    is dropped once finished, or when it or its scene is gone. Returns the progress text while it runs."""
+    job, text = None, None
+    try:
+        if scene is not None:
+            job = backend.job(followed.job)
+            _note_stage(followed, job)
+            text = progress_text(job, followed)
+            followed.on_change(scene, backend, job, text)
+    except (BackendError, OSError) as e:        # OSError: writing a download failed
+        scene.gvf4d.status = str(e)
+        job = None
+    if job is None or job["state"] in FINISHED:
+        _followed.pop((followed.scene, followed.job))
+        return None
+    return text
+
+
 def follow_step() -> float | None:
     """The timer's body: starts the waiting Generates once the backend answers, polls every followed job once,
     imports finished results. Returns the next delay (None: nothing left to follow)."""
@@ -256,6 +287,9 @@ def follow_step() -> float | None:
     status = None
     for (scene_name, job_id), followed in list(_followed.items()):
         scene = bpy.data.scenes.get(scene_name)
+        if followed.on_change is not None:
+            status = _poll_job(scene, backend, followed) or status
+            continue
         found = takes.find_job(scene, job_id) if scene is not None else None
         if found is None:               # the scene or the take is gone
             _followed.pop((scene_name, job_id))
@@ -269,9 +303,7 @@ def follow_step() -> float | None:
                 takes.update_take(scene, found[0], found[1]["index"], state="lost", error=str(e))
             _followed.pop((scene_name, job_id))
             continue
-        if job.get("stage") != followed.stage:
-            followed.stage, followed.stage_seen, followed.stage_fraction = \
-                job.get("stage"), time.monotonic(), float(job.get("progress") or 0.0)
+        _note_stage(followed, job)
         key, take = takes.find_job(scene, job_id)
         settings.status = status = f"take {take['index']}: {progress_text(job, followed)}"
         settings.progress = job["progress"]

@@ -5,8 +5,9 @@ import bpy
 from .. import connection, exporters, jobs, takes
 from ..operators import backend as backend_ops
 from ..operators.generate import (GVF4D_OT_activate_take, GVF4D_OT_cancel, GVF4D_OT_generate,
-                                  GVF4D_OT_reduce_memory)
+                                  GVF4D_OT_reduce_memory, GVF4D_OT_rerun_take)
 from ..operators.import_export import GVF4D_OT_export, GVF4D_OT_import
+from ..operators.render import GVF4D_OT_render_with_backend
 from ..operators.scene import draw_look, draw_result_tools
 
 
@@ -98,6 +99,8 @@ class ShotPanel:
                 row.label(text=f"{mark}{take['index']}: {take['state']}, {extra}, {take['time'][11:16]}")
                 op = row.operator(GVF4D_OT_activate_take.bl_idname, text="", icon="HIDE_OFF")
                 op.index = take["index"]
+                if take.get("result"):
+                    row.operator(GVF4D_OT_rerun_take.bl_idname, text="", icon="FILE_REFRESH").index = take["index"]
         col.separator()
         col.operator(GVF4D_OT_import.bl_idname, icon="IMPORT")
         draw_look(col, context.scene)
@@ -107,6 +110,7 @@ class ShotPanel:
             col.label(text=f"{obj.name}: frames {start}-{end}")
             draw_result_tools(col, obj)
             col.operator(GVF4D_OT_export.bl_idname, icon="EXPORT")
+            col.operator(GVF4D_OT_render_with_backend.bl_idname, icon="RENDER_ANIMATION")
 
 
 class GVF4D_PT_panel(ShotPanel, bpy.types.Panel):

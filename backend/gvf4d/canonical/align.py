@@ -29,6 +29,10 @@ class SilhouetteAlignment:
     def invert_points(self, p: Tensor) -> Tensor:
         return (p - torch.tensor(self.offset, dtype=p.dtype, device=p.device)) / self.scale
 
+    def inverse(self) -> "SilhouetteAlignment":
+        """The alignment that undoes this one: original = aligned * (1 / scale) - offset / scale."""
+        return SilhouetteAlignment(1.0 / self.scale, tuple(-o / self.scale for o in self.offset))
+
     def to_json(self) -> dict:
         return {"scale": self.scale, "offset": list(self.offset), "meaning": "aligned = original * scale + offset"}
 
