@@ -10,12 +10,13 @@ that import bpy, so result_file.py stays importable anywhere.
 
 def _classes() -> tuple:
     """The classes to register, in order (the settings before the panels that draw them)."""
-    from .operators import backend, generate, import_export, scene
+    from .operators import backend, generate, import_export, render, scene
     from .preferences import GVF4DPreferences
     from .properties import GVF4DSettings
     from .ui import panels
     return (GVF4DPreferences, GVF4DSettings, import_export.GVF4D_OT_import, import_export.GVF4D_OT_export,
-            *generate.CLASSES, *backend.CLASSES, *scene.CLASSES, panels.GVF4D_PT_panel, panels.GVF4D_PT_clip_panel)
+            *generate.CLASSES, *backend.CLASSES, *scene.CLASSES, *render.CLASSES, panels.GVF4D_PT_panel,
+            panels.GVF4D_PT_clip_panel)
 
 
 def register():

@@ -128,16 +128,22 @@ def read_blender_cameras(path: str | os.PathLike) -> list[BlenderCamera]:
         raise CameraFileError(path, "no such file") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise CameraFileError(path, f"not a readable JSON file: {e}") from None
+    return blender_cameras(data, path)
+
+
+def blender_cameras(data, source) -> list[BlenderCamera]:
+    """Parsed JSON holding one camera object or a list of them; CameraFileError names `source` (the file, or the
+    field of a request) and the camera that is wrong."""
     items = data if isinstance(data, list) else [data]
     if not items:
-        raise CameraFileError(path, "the list of cameras is empty")
+        raise CameraFileError(source, "the list of cameras is empty")
     cameras = []
     for i, item in enumerate(items):
         try:
             cameras.append(BlenderCamera.from_json(item))
         except ValueError as e:
             where = f"camera {i}: " if isinstance(data, list) else ""
-            raise CameraFileError(path, f"{where}{e}") from None
+            raise CameraFileError(source, f"{where}{e}") from None
     return cameras
 
 
