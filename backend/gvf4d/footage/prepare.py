@@ -3,10 +3,16 @@
 The canonical (first kept) frame's alpha above 0.8 gives a box; its centre and 1.2x its longer side make a
 square crop that every frame shares; each crop is resized to 380x380 (Lanczos), composited over white and
 pasted at the centre of a white 512x512 canvas.
+
+Ingestion streams: each frame is decoded, matted, cropped to the canvas and dropped before later frames are
+decoded (a few at a time on worker threads), so a shot never holds its full-size frames; the budgets of
+`limits.py` are checked from the files' headers before anything is decoded.
 """
 from __future__ import annotations
 
 import json
+import os
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,8 +23,9 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from ..limits import Limits
 from .errors import FootageError
-from .matting import MaskSequence, MattingOptions, frame_alpha
+from .matting import MaskSequence, MattingOptions, frame_alpha, resolve_auto
 from .reader import open_footage, select_frame_indices
 
 CANVAS_SIZE = 512
@@ -29,7 +36,8 @@ BOX_ALPHA_THRESHOLD = 0.8 * 255
 
 @dataclass
 class PreparedFootage:
-    """frames (T, 512, 512, 3) uint8 over white; alphas (T, 512, 512) uint8; frame_indices into the source."""
+    """frames (T, 512, 512, 3) uint8 over white; alphas (T, 512, 512) uint8; frame_indices into the source; fps the
+    result's rate, fps_rational the footage's own when it is a ratio that is not whole (24000/1001)."""
 
     frames: np.ndarray
     alphas: np.ndarray
@@ -40,6 +48,7 @@ class PreparedFootage:
     content_hash: str
     fps: float
     stride: int
+    fps_rational: Optional[tuple[int, int]] = None
 
     @property
     def num_frames(self) -> int:
@@ -59,14 +68,19 @@ class PreparedFootage:
         (folder / "prepared.json").write_text(json.dumps({
             "frame_indices": self.frame_indices, "crop_box": list(self.crop_box), "source_path": str(self.source_path),
             "source_size": list(self.source_size), "content_hash": self.content_hash, "fps": self.fps,
-            "stride": self.stride}))
+            "stride": self.stride, "fps_rational": self.fps_rational}))
 
     @classmethod
     def load(cls, folder: Path) -> "PreparedFootage":
         arrays = np.load(folder / "frames.npz")
         m = json.loads((folder / "prepared.json").read_text())
         return cls(arrays["frames"], arrays["alphas"], m["frame_indices"], tuple(m["crop_box"]), Path(m["source_path"]),
-                   tuple(m["source_size"]), m["content_hash"], m["fps"], m["stride"])
+                   tuple(m["source_size"]), m["content_hash"], m["fps"], m["stride"],
+                   tuple(m["fps_rational"]) if m.get("fps_rational") else None)
+
+    def rate_metadata(self) -> dict:
+        """The result's "fps", with "fps_rational" [num, den] when the footage's rate is a ratio."""
+        return {"fps": self.fps, **({"fps_rational": list(self.fps_rational)} if self.fps_rational else {})}
 
     def to_metadata(self) -> dict:
         x0, y0, x1, y1 = self.crop_box
@@ -106,37 +120,55 @@ def crop_to_canvas(rgb: np.ndarray, alpha: np.ndarray, box) -> tuple[np.ndarray,
 
 
 def prepare_footage(path: str | Path, start: int = 0, end: Optional[int] = None, stride: int = 1,
-                    count: Optional[int] = 32, matting: Optional[MattingOptions] = None, fps: Optional[float] = None,
-                    progress: Optional[Callable[[float], None]] = None) -> PreparedFootage:
-    source = open_footage(path, fps=fps)
+                    count: Optional[int] = None, matting: Optional[MattingOptions] = None, fps: Optional[float] = None,
+                    progress: Optional[Callable[[float], None]] = None,
+                    limits: Optional[Limits] = None) -> PreparedFootage:
+    """The frames [start:end:stride][:count] of the footage at path on the model's canvas (module docstring)."""
+    source = open_footage(path, fps=fps, limits=limits)
     indices = select_frame_indices(source.frame_count, start, end, stride, count, path=source.path)
+    source.check_budgets(indices)
     matting = matting or MattingOptions()
     masks = MaskSequence(matting.masks) if matting.method == "masks" else None
-    images = []
-    for k, (i, image) in enumerate(source.read(indices)):
-        if images and (image.shape[1], image.shape[0]) != (images[0][1].shape[1], images[0][1].shape[0]):
-            h, w = images[0][1].shape[:2]
-            raise FootageError(source.path, f"frame {i} is {image.shape[1]}x{image.shape[0]}, frame {indices[0]} is {w}x{h}")
-        images.append((i, image))
-        if progress:
-            progress(0.5 * (k + 1) / len(indices))
-    first_index, first = images[0]
+    decoded = source.read(indices)
+    first_index, first = next(decoded)
+    matting = resolve_auto(matting, first)          # one key colour (or model) for the whole shot
     first_alpha = frame_alpha(first, first_index, matting, source.path, masks)
     box = crop_box_from_alpha(first_alpha, source.path, first_index)
     size = (first.shape[1], first.shape[0])
+    frames = np.empty((len(indices), CANVAS_SIZE, CANVAS_SIZE, 3), np.uint8)
+    alphas = np.empty((len(indices), CANVAS_SIZE, CANVAS_SIZE), np.uint8)
 
-    def to_canvas(item):
-        i, image = item
-        alpha = first_alpha if i == first_index else frame_alpha(image, i, matting, source.path, masks)
+    def to_canvas(k: int, i: int, image: np.ndarray, alpha: Optional[np.ndarray] = None) -> None:
+        if (image.shape[1], image.shape[0]) != size:
+            raise FootageError(source.path, f"frame {i} is {image.shape[1]}x{image.shape[0]}, frame {first_index} "
+                                            f"is {size[0]}x{size[1]}")
+        alpha = frame_alpha(image, i, matting, source.path, masks) if alpha is None else alpha
         if not (alpha > 127).any():
             raise FootageError(source.path, f"the object's mask in frame {i} is empty; check the matting settings")
-        return crop_to_canvas(image[..., :3], alpha, box)
+        frames[k], alphas[k] = crop_to_canvas(image[..., :3], alpha, box)
 
-    # matting and cropping run on a few threads (Pillow and numpy release the GIL in their loops)
-    with ThreadPoolExecutor(max_workers=min(8, len(images))) as pool:
-        done = list(pool.map(to_canvas, images))
-    if progress:
-        progress(1.0)
-    frames, alphas = [f for f, _ in done], [a for _, a in done]
-    return PreparedFootage(np.stack(frames), np.stack(alphas), indices, tuple(float(v) for v in box), source.path,
-                           size, source.content_hash(), source.fps, stride)
+    # matting and cropping run on a few threads (Pillow and numpy release the GIL in their loops); at most
+    # `workers` decoded frames wait or run there at a time
+    workers = max(1, min(8, len(indices), os.cpu_count() or 1))
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        in_flight = deque([pool.submit(to_canvas, 0, first_index, first, first_alpha)])
+        del first, first_alpha
+        done = 0
+
+        def settle(keep: int) -> None:
+            nonlocal done
+            while len(in_flight) > keep:
+                in_flight.popleft().result()
+                done += 1
+                if progress:
+                    progress(done / len(indices))
+
+        for k, (i, image) in enumerate(decoded, start=1):
+            settle(workers - 1)
+            in_flight.append(pool.submit(to_canvas, k, i, image))
+            del image
+        settle(0)
+    rate = source.rate if fps is None and source.rate is not None and source.rate.denominator != 1 else None
+    return PreparedFootage(frames, alphas, indices, tuple(float(v) for v in box), source.path, size,
+                           source.content_hash(), source.fps, stride,
+                           (rate.numerator, rate.denominator) if rate else None)

@@ -1,41 +1,59 @@
-"""Video decoding and encoding through PyAV."""
+"""Video decoding and encoding through PyAV (imported on first use: image sequences need no video library)."""
 from __future__ import annotations
 
 import itertools
+from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterable, Iterator, Optional
 
-import av
 import numpy as np
 
 from ..atomic import atomic_output
+from ..limits import Limits
 from .errors import FootageError
 
 VIDEO_SUFFIXES = {".mp4", ".mov", ".webm", ".mkv", ".m4v", ".avi"}
 
 
-def probe_video(path: Path) -> tuple[int, float, tuple[int, int], bool]:
-    """(frame count, fps, (width, height), has_alpha). Counts by decoding when the container does not say."""
+@dataclass(frozen=True)
+class VideoInfo:
+    frame_count: int
+    rate: Fraction                 # frames per second, exact (24000/1001 for NTSC film)
+    size: tuple[int, int]          # (width, height), from the stream's header
+    has_alpha: bool
+
+
+def probe_video(path: Path, limits: Optional[Limits] = None) -> VideoInfo:
+    """The stream's header, its frame size checked against limits.max_frame_pixels before anything is decoded.
+    The frame count is the container's when it records one, else the stream's packets counted (demuxed, not
+    decoded)."""
+    import av
+    limits = limits or Limits.from_env()
     try:
         with av.open(str(path)) as container:
             if not container.streams.video:
                 raise FootageError(path, "has no video stream")
             stream = container.streams.video[0]
-            fps = float(stream.average_rate or stream.guessed_rate or 24)
+            rate = Fraction(stream.average_rate or stream.guessed_rate or 24)
             pix = stream.codec_context.pix_fmt
             has_alpha = bool(pix) and any(c.is_alpha for c in av.VideoFormat(pix).components)
-            size = (stream.codec_context.width, stream.codec_context.height)
-            count = sum(1 for _ in container.decode(stream))
+            width, height = stream.codec_context.width, stream.codec_context.height
+            over = limits.exceeded("max_frame_pixels", width * height)
+            if over:
+                raise FootageError(path, f"frames are {width}x{height} = {width * height:,} pixels, {over}")
+            count = stream.frames or sum(1 for packet in container.demux(stream) if packet.size)
     except av.error.FFmpegError as e:
         raise FootageError(path, f"cannot be decoded as video ({e})") from None
     if count == 0:
         raise FootageError(path, "contains no decodable frames")
-    return count, fps, size, has_alpha
+    return VideoInfo(count, rate, (width, height), has_alpha)
 
 
 def read_video_frames(path: Path, indices: Iterable[int], with_alpha: bool) -> Iterator[tuple[int, np.ndarray]]:
-    """Yields (index, frame) for the wanted indices in order: (H, W, 4) or (H, W, 3) uint8."""
+    """Yields (index, frame) for the wanted indices in order: (H, W, 4) or (H, W, 3) uint8, one decoded frame at a
+    time (frames between the wanted ones are decoded and dropped, never converted)."""
+    import av
     wanted = sorted(set(indices))
     if not wanted:
         return
@@ -58,6 +76,7 @@ def read_video_frames(path: Path, indices: Iterable[int], with_alpha: bool) -> I
 
 def write_mp4(path: Path, frames: Iterable[np.ndarray], fps: float, crf: int = 18) -> Path:
     """Writes (H, W, 3) uint8 frames as H.264 yuv420p (dimensions padded to even) to a temp file, then renames."""
+    import av
     path = Path(path)
     frames = iter(frames)
     first = next(frames, None)

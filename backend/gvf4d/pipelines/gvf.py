@@ -6,11 +6,18 @@
                 (1, T, 512, 16), then de-normalised by the deformation mean/std
     decoding    the motion VAE turns the latent into a 14-channel delta for every canonical Gaussian and frame
     applying    deltas added in raw parameter space (GVFGaussians.apply_deltas)
+
+Shots longer than the model's clips (its motion VAE's `num_timesteps`, 32 frames as published) are sampled in
+overlapping windows of that length, fused at every network evaluation (samplers/windows.py, docs/long_shots.md),
+several windows per DiT call as memory allows, and decoded window by window into tracks in host memory, so the
+decode's GPU memory does not grow with the shot's length. Shots of at most one clip run as published.
 """
 from __future__ import annotations
 
 import contextlib
 import json
+import math
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Literal, Optional
@@ -26,7 +33,7 @@ from ..models.weights import WeightsError, load_strict, read_state_dict, read_te
 from ..progress import Progress, StageClock
 from ..representations import AnimatedGaussians
 from ..representations.gvf_gaussians import GVFGaussians
-from ..samplers import DiscreteVPSchedule, DPMSolverPP, ThreeWayGuidance
+from ..samplers import DiscreteVPSchedule, DPMSolverPP, TemporalWindows, ThreeWayGuidance, WindowedNoise
 
 
 # the published files (model hub repo BwZhang/GaussianVariationFieldDiffusion), looked up in <weights>/gvf/
@@ -40,6 +47,7 @@ GVF_FILES = {
 }
 CONFIG_FILE = "gvf4d_config.json"   # optional, beside them: {"dit": {...}, "motion_vae": {...}} (default: published)
 NUM_STATIC_TOKENS = 4096
+WINDOW_MEMORY_SHARE = 0.5           # long shots: the windows of one DiT call take at most this share of free memory
 
 
 def identity_stats(latent_channels: int = 16) -> dict[str, Tensor]:
@@ -72,14 +80,30 @@ class GVFSettings:
     precision: Literal["auto", "fp32", "fp16", "bf16"] = "auto"   # auto: fp16 on CUDA (as published), fp32 on CPU
     decode_chunk: int = 8192
     cuda_graphs: bool = True   # CUDA, half precision: replay the DiT from a CUDA graph (same kernels, less launch cost)
+    window_frames: Optional[int] = None      # long shots: frames per window (None: the model's clip length)
+    window_overlap: Optional[int] = None     # long shots: least frames shared by neighbouring windows (None: 1/4)
+    windows_per_call: Optional[int] = None   # long shots: windows per DiT call (None: as many as memory allows)
 
 
 @dataclass
 class GVFRun:
-    animated: AnimatedGaussians
-    deltas: Tensor                         # (T, N, 14)
+    animated: AnimatedGaussians            # on the engine's device; a long shot's tracks in host memory
     network_evaluations: int
     timings: dict[str, float] = field(default_factory=dict)
+    windows: Optional[dict] = None         # a long shot's windows: frames, starts, per_call, conditioning
+
+
+def time_left(started: float, fraction: float) -> str:
+    """An estimate of the time left from the time since `started` (time.perf_counter) and the fraction done,
+    rounded so that it changes every few seconds: "about 40 s left", "about 3 min left"."""
+    if fraction <= 0:
+        return "estimating time left"
+    if fraction >= 1:
+        return "done"
+    seconds = (time.perf_counter() - started) * (1 - fraction) / fraction
+    if seconds < 60:
+        return f"about {5 * math.ceil(seconds / 5)} s left"
+    return f"about {math.ceil(seconds / 60)} min left"
 
 
 class GVFEngine:
@@ -166,10 +190,17 @@ class GVFEngine:
         return {"cond_images": frame_features[None].to(self.device), "static_latent": static[None],
                 "deformation_position_xyz": rows[token_idx, :3][None]}
 
+    def window_frames(self, settings: GVFSettings) -> int:
+        """Frames per window of a long shot: the setting, else the clip length the model was trained on."""
+        return settings.window_frames or self.vae.config.num_timesteps
+
     @torch.no_grad()
     def sample_latent(self, cond: dict[str, Tensor], num_frames: int, settings: GVFSettings,
                       progress: Optional[Progress] = None) -> tuple[Tensor, int]:
-        """-> de-normalised latent (T, 512, 16) and the number of network evaluations."""
+        """-> de-normalised latent (T, 512, 16) and the number of network evaluations. A shot longer than a
+        window is sampled in windows (`sample_windows`)."""
+        if num_frames > self.window_frames(settings):
+            return self.sample_windows(cond, num_frames, settings, progress)[:2]
         cfg = self.dit.config
         gen = torch.Generator(device=self.device).manual_seed(settings.seed)
         noise = torch.randn((1, num_frames, cfg.resolution, cfg.in_channels), generator=gen, device=self.device)
@@ -181,6 +212,70 @@ class GVFEngine:
             progress=(lambda f: progress("sampling", f)) if progress else None)
         latent = x.float() * self.stats["deformation_std"] + self.stats["deformation_mean"]
         return latent[0], stats.network_evaluations
+
+    @torch.no_grad()
+    def sample_windows(self, cond: dict[str, Tensor], num_frames: int, settings: GVFSettings,
+                       progress: Optional[Progress] = None) -> tuple[Tensor, int, dict]:
+        """A long shot's latent: DPM-Solver++ on the whole shot's latent (1, T, 512, 16), its noise predicted in
+        overlapping windows (samplers/windows.py), `windows_per_call` of them batched in one DiT call with the
+        guidance's branches. -> de-normalised latent (T, 512, 16), network evaluations, the windows' record
+        (frames, starts, per_call, conditioning kept or recomputed)."""
+        cfg = self.dit.config
+        length = self.window_frames(settings)
+        overlap = settings.window_overlap if settings.window_overlap is not None else max(1, length // 4)
+        fewest = TemporalWindows.cover(num_frames, length, overlap)
+        per_call, keep_conditions = self._windows_per_call(fewest.count, length, cond, settings)
+        calls = math.ceil(fewest.count / per_call)
+        per_call = math.ceil(fewest.count / calls)      # the same number in every call: one CUDA graph
+        windows = TemporalWindows.cover(num_frames, length, overlap, multiple_of=per_call)
+        gen = torch.Generator(device=self.device).manual_seed(settings.seed)
+        noise = torch.randn((1, num_frames, cfg.resolution, cfg.in_channels), generator=gen, device=self.device)
+        network = self._network(settings.precision, settings.cuda_graphs)
+        features = windows.gather(cond["cond_images"])                     # (W, L, tokens, C)
+
+        def guidance(first: int, last: int) -> ThreeWayGuidance:
+            batch = last - first
+            batch_cond = {"cond_images": features[first:last],
+                          "static_latent": cond["static_latent"].expand(batch, -1, -1),
+                          "deformation_position_xyz": cond["deformation_position_xyz"].expand(batch, -1, -1)}
+            return ThreeWayGuidance(network, self.schedule, batch_cond, settings.guidance_scale,
+                                    settings.guidance_scale2, prepare=self._conditioner(settings.precision))
+        kept = {first: guidance(first, min(first + per_call, windows.count))
+                for first in range(0, windows.count, per_call)} if keep_conditions else {}
+
+        def window_noise(first: int, last: int, x: Tensor, t: Tensor) -> Tensor:
+            return (kept.get(first) or guidance(first, last)).noise(x, t)
+        started = time.perf_counter()
+        label = f"sampling {windows.count} windows of {length} frames, {per_call} per call"
+        x, stats = DPMSolverPP(self.schedule).sample(
+            WindowedNoise(windows, window_noise, per_call), noise, steps=settings.steps, t_start=1.0, t_end=1e-3,
+            order=2, method=settings.method,
+            progress=(lambda f: progress(f"{label} ({time_left(started, f)})", f)) if progress else None)
+        latent = x.float() * self.stats["deformation_std"] + self.stats["deformation_mean"]
+        record = {**windows.describe(), "per_call": per_call,
+                  "conditioning": "kept" if keep_conditions else "recomputed per call"}
+        return latent[0], stats.network_evaluations, record
+
+    def _windows_per_call(self, count: int, length: int, cond: dict[str, Tensor],
+                          settings: GVFSettings) -> tuple[int, bool]:
+        """How many of `count` windows one DiT call takes, and whether every call's conditioning (the blocks' image
+        keys and values, the largest part of a window's memory) is computed once and kept for the whole run, or
+        recomputed at each evaluation. Off CUDA: all windows, kept. On CUDA: the setting, else as many as an
+        estimate of their memory (with CUDA graphs, a call's graph holds a copy of its conditioning) fits in
+        WINDOW_MEMORY_SHARE of the free memory; kept while all calls' fit too."""
+        cfg = self.dit.config
+        if self.device.type != "cuda":
+            return settings.windows_per_call or count, True
+        element = 4 if self._half_weights(settings.precision) is None else 2
+        branches = 1 if settings.guidance_scale == settings.guidance_scale2 == 1.0 else 3
+        tokens = cond["cond_images"].shape[2]
+        conditioning = cfg.num_blocks * 2 * length * tokens * cfg.model_channels * element
+        activations = 16 * branches * length * cfg.resolution * cfg.model_channels * element
+        graph_copy = conditioning if element == 2 and settings.cuda_graphs else 0   # a graph's static inputs
+        budget = WINDOW_MEMORY_SHARE * torch.cuda.mem_get_info(self.device)[0]
+        per_window = conditioning + graph_copy + activations
+        per_call = settings.windows_per_call or max(1, min(count, int(budget // per_window)))
+        return per_call, count * conditioning + per_call * (graph_copy + activations) <= budget
 
     def _conditioner(self, precision: str):
         """The DiT's conditioning, computed once per sampling run: (batched cond dict) -> the network's keywords."""
@@ -233,18 +328,54 @@ class GVFEngine:
         context = (self._decoder_context if settings.cuda_graphs else self.vae.folded_context)(latent)
         return self.vae.decode_folded(context, rows[None], chunk_size=settings.decode_chunk)[0].float()
 
+    @torch.no_grad()
+    def decode_windows(self, latent: Tensor, canonical: GVFGaussians, settings: GVFSettings,
+                       progress: Optional[Progress] = None) -> AnimatedGaussians:
+        """latent (T, 512, 16) of a long shot -> the animated splat, its tracks in host memory, decoded and
+        applied one window of L frames at a time (the motion VAE decodes every frame on its own, so this is the
+        whole shot's decode). On the device: the latent, the canonical rows and one window's context, deltas
+        (L, N, 14) and tracks (L, N, 14), whatever T. Every window is L frames (the last overlaps the one before)
+        so the decoder's CUDA graph for L frames serves every window of every shot."""
+        T, L = latent.shape[0], min(self.window_frames(settings), latent.shape[0])
+        on_device = canonical.to(self.device)
+        rows = on_device.rows()
+        starts = [*range(0, T - L, L), T - L]
+        tracks: dict[str, Tensor] = {}
+        done, started = 0, time.perf_counter()
+        for k, start in enumerate(starts):
+            window = on_device.apply_deltas(self.decode_rows(latent[start:start + L], rows, settings))
+            for name in AnimatedGaussians.TRACKS:
+                track = getattr(window, name)
+                if name not in tracks:
+                    tracks[name] = torch.empty((T, *track.shape[1:]), dtype=track.dtype)
+                tracks[name][done:start + L] = track[done - start:]        # frames before `done` are written
+            done = start + L
+            if progress:
+                fraction = (k + 1) / len(starts)
+                progress(f"decode window {k + 1}/{len(starts)} ({time_left(started, fraction)})", fraction)
+        return AnimatedGaussians(canonical=on_device.to_gaussians().to("cpu"), **tracks)
+
     def run(self, canonical: GVFGaussians, frame_features: Tensor, settings: GVFSettings,
             progress: Optional[Progress] = None) -> GVFRun:
+        """frame_features (T, L, C) -> the animated splat. A shot of at most one window: as published, on the
+        device; longer: sampled in windows and decoded window by window into host memory."""
         clock = StageClock(self.device)
         cond = self.conditions(canonical, frame_features)
         clock.lap("conditions")
-        latent, nfe = self.sample_latent(cond, frame_features.shape[0], settings, progress)
+        num_frames = frame_features.shape[0]
+        if num_frames > self.window_frames(settings):
+            latent, nfe, windows = self.sample_windows(cond, num_frames, settings, progress)
+            clock.lap("sampling")
+            animated = self.decode_windows(latent, canonical, settings, progress)
+            clock.lap("decode")
+            return GVFRun(animated=animated, network_evaluations=nfe, timings=clock.timings, windows=windows)
+        latent, nfe = self.sample_latent(cond, num_frames, settings, progress)
         clock.lap("sampling")
         deltas = self.decode(latent, canonical, settings)
         clock.lap("decode")
         animated = canonical.to(self.device).apply_deltas(deltas)
         clock.lap("apply")
-        return GVFRun(animated=animated, deltas=deltas, network_evaluations=nfe, timings=clock.timings)
+        return GVFRun(animated=animated, network_evaluations=nfe, timings=clock.timings)
 
     def describe(self) -> dict:
         return {"name": "gvf", "checkpoints": self.checkpoints,

@@ -5,6 +5,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
+from ..canonical.exact import ExactCanonical
 from ..engines.fit import FitSettings
 from .gvf import GVFSettings
 
@@ -20,7 +21,7 @@ class GenerateRequest:
     canonical: tuple[str, Optional[Path]]          # ("trellis", None) | ("mesh", path) | ("splat", path)
     engine: str = "fit"
     weights: Optional[Path] = None
-    frames: int = 32
+    frames: Optional[int] = None                   # at most this many of the frames [start:end:stride] (None: all)
     start: int = 0
     end: Optional[int] = None
     stride: int = 1
@@ -37,6 +38,7 @@ class GenerateRequest:
     mesh_faces: int = 20_000
     mesh_samples: int = 100_000                     # Gaussians sampled on an artist's mesh
     exports: tuple[str, ...] = ()
+    exact: Optional[ExactCanonical] = None          # the splat is an earlier result's canonical, used as it is
 
     def __post_init__(self):
         self.gvf = self.gvf or GVFSettings()
@@ -45,6 +47,8 @@ class GenerateRequest:
             raise ValueError(f"unknown canonical source {kind!r} (available: {', '.join(CANONICAL_SOURCES)})")
         if kind != "trellis" and path is None:
             raise ValueError(f"--canonical {kind} needs a file: --canonical {kind} PATH")
+        if self.exact is not None and kind != "splat":
+            raise ValueError(f"a canonical given exactly is a splat file, not {kind!r}")
         if self.azimuth_step is None:
             self.azimuth_step = 1.0 if kind == "trellis" else 0.0
         if self.engine not in ENGINES:

@@ -2,7 +2,8 @@
 
 What a rerun reuses through the StageCache, keyed by the stage's inputs and settings: ingest (footage + frame
 selection + matting), canonical (the splat file), facing (the azimuth search), align (fit engine), features (gvf
-engine). The engines themselves always run.
+engine). The engines themselves always run. A canonical given exactly (`request.exact`) is used as it is: its
+facing and alignment are the given ones, neither searched nor cached.
 """
 from __future__ import annotations
 
@@ -116,6 +117,8 @@ def make_canonical(ctx: StageContext, footage: Footage) -> Canonical:
 
 def _canonical_source_hash(req: GenerateRequest, ingest_key: str, should_cancel: Optional[ShouldCancel]) -> tuple:
     kind, path = req.canonical
+    if req.exact is not None:
+        return (sha256_file(path, should_cancel), req.exact.to_json())
     if kind != "trellis":
         return (sha256_file(path, should_cancel), req.mesh_samples if kind == "mesh" else None)
     if req.weights is None:
@@ -129,7 +132,10 @@ def _canonical_from_source(ctx: StageContext, footage: Footage) -> tuple[Gaussia
     req = ctx.request
     kind, path = req.canonical
     source: dict = {"source": kind, "path": str(path) if path else None}
-    if kind == "splat":
+    if req.exact is not None:
+        g, norm = req.exact.load(path)
+        source["exact"] = True
+    elif kind == "splat":
         g, norm = load_splat_canonical(path)
     elif kind == "mesh":
         g, norm = load_mesh_canonical(path, req.mesh_samples, seed=req.gvf.seed)
@@ -160,9 +166,11 @@ def _read_canonical(folder: Path) -> tuple[Gaussians, Normalisation, dict]:
 def face_footage(ctx: StageContext, canonical: Canonical, footage: Footage, frames: Tensor,
                  alphas: Tensor) -> Canonical:
     """The canonical turned about +Z to the side that faces the camera in the first frame (see _search_facing)."""
-    facing = _search_facing(ctx, canonical, footage, frames, alphas)
+    exact = ctx.request.exact
+    facing = exact.facing() if exact else _search_facing(ctx, canonical, footage, frames, alphas)
     azimuth = facing["azimuth_deg"]
-    turned = replace(canonical, gaussians=rotate_about_z(canonical.gaussians, -azimuth), azimuth_deg=azimuth)
+    gaussians = canonical.gaussians if exact else rotate_about_z(canonical.gaussians, -azimuth)  # given: turned
+    turned = replace(canonical, gaussians=gaussians, azimuth_deg=azimuth)
     turned.metadata["facing"] = {**facing, "applied": "rotation about +Z by -azimuth, before any scale and offset"}
     ctx.lap("facing")
     return turned
@@ -196,12 +204,13 @@ def run_fit(ctx: StageContext, canonical: Canonical, footage: Footage, frames: T
     req = ctx.request
     camera = footage_camera(req.fit_size, req.fit_size)
     key = stage_key("align", footage.key, canonical.key, req.fit_size, canonical.azimuth_deg)
-    alignment = ctx.cached("align", key, lambda: align_to_footage(canonical.gaussians, frames[0], alphas[0], camera),
-                           _read_alignment, lambda a, d: (d / "alignment.json").write_text(json.dumps(a.to_json())))
+    alignment = req.exact.alignment if req.exact else ctx.cached(
+        "align", key, lambda: align_to_footage(canonical.gaussians, frames[0], alphas[0], camera),
+        _read_alignment, lambda a, d: (d / "alignment.json").write_text(json.dumps(a.to_json())))
     canonical.metadata["alignment"] = {**alignment.to_json(), "azimuth_deg": canonical.azimuth_deg}
     ctx.lap("align")
-    animated = fit_variation_field(alignment.apply(canonical.gaussians), frames, alphas, camera, req.fit,
-                                   ctx.progress, ctx.should_cancel)
+    aligned = req.exact.footage_space(canonical.gaussians) if req.exact else alignment.apply(canonical.gaussians)
+    animated = fit_variation_field(aligned, frames, alphas, camera, req.fit, ctx.progress, ctx.should_cancel)
     ctx.lap("fit")
     return EngineOutput(animated, {"name": "fit", "checkpoints": [], "settings": asdict(req.fit),
                                    "fit_size": req.fit_size}, None)
@@ -220,8 +229,8 @@ def run_gvf(ctx: StageContext, canonical: Canonical, footage: Footage, frames: T
         raise WeightsError("the gvf engine needs --weights DIR holding gvf/ (the published checkpoints) and dinov2/")
     # the published render-time factor: recorded (what would frame renders of the result like the footage),
     # not applied — the model's canonical space is kept; --refine applies an alignment instead
-    seen = align_to_silhouette(canonical.gaussians.to(device), alphas[0].to(device),
-                               footage_camera(req.fit_size, req.fit_size))
+    seen = req.exact.alignment if req.exact else align_to_silhouette(
+        canonical.gaussians.to(device), alphas[0].to(device), footage_camera(req.fit_size, req.fit_size))
     canonical.metadata["alignment"] = {**seen.to_json(), "applied": False,
                                        "use": "scale and offset that make renders match the first frame's silhouette"}
     engine = ctx.models.get("gvf", req.weights / "gvf", device)
@@ -232,7 +241,8 @@ def run_gvf(ctx: StageContext, canonical: Canonical, footage: Footage, frames: T
                           lambda d: torch.load(d / "features.pt", weights_only=True),
                           lambda f, d: torch.save(f, d / "features.pt"))
     ctx.lap("features")
-    run = engine.run(GVFGaussians.from_gaussians(canonical.gaussians), features.float(), req.gvf, ctx.progress)
+    model_space = req.exact.model_space(canonical.gaussians) if req.exact else canonical.gaussians
+    run = engine.run(GVFGaussians.from_gaussians(model_space), features.float(), req.gvf, ctx.progress)
     ctx.clock.timings.update(run.timings)
     ctx.clock.restart()
     engine_meta = engine.describe()
@@ -241,7 +251,8 @@ def run_gvf(ctx: StageContext, canonical: Canonical, footage: Footage, frames: T
         animated, engine_meta["refine"] = _refine(ctx, canonical, animated, frames, alphas)
         ctx.lap("refine")
     sampler_meta = {**asdict(req.gvf), "solver": "dpmsolver++", "order": 2,
-                    "network_evaluations": run.network_evaluations}
+                    "network_evaluations": run.network_evaluations,
+                    **({"windows": run.windows} if run.windows else {})}
     return EngineOutput(animated, engine_meta, sampler_meta)
 
 
@@ -251,7 +262,8 @@ def _refine(ctx: StageContext, canonical: Canonical, animated: AnimatedGaussians
     there. -> the refined frames, the engine record's "refine" entry."""
     req, device = ctx.request, ctx.device
     camera = footage_camera(req.fit_size, req.fit_size).to(device)
-    alignment = align_to_footage(canonical.gaussians.to(device), frames[0].to(device), alphas[0].to(device), camera)
+    alignment = req.exact.alignment if req.exact else align_to_footage(
+        canonical.gaussians.to(device), frames[0].to(device), alphas[0].to(device), camera)
     off = torch.tensor(alignment.offset, device=device)
     aligned = map_points(animated, lambda p: p * alignment.scale + off, alignment.scale)
     settings = replace(req.fit, iterations_first=req.refine, iterations=req.refine)
@@ -278,7 +290,7 @@ def write_result_file(ctx: StageContext, footage: Footage, canonical: Canonical,
     """The .gvf4d file: the frames, the mesh when extracted, and the metadata of every stage so far."""
     req, prepared = ctx.request, footage.prepared
     metadata = {
-        "fps": prepared.fps,
+        **prepared.rate_metadata(),
         **prepared.to_metadata(),
         "camera": {"model": "orbit", "fov_x_deg": FOOTAGE_FOV_X_DEG, "radius": FOOTAGE_RADIUS, "azimuth_deg": 0.0,
                    "elevation_deg": 0.0},
