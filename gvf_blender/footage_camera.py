@@ -146,7 +146,8 @@ def add_plate(camera_obj, meta: dict, frame_start: int = 1):
 
 def frame_range(meta: dict, frame_start: int = 1) -> tuple[int, int]:
     """The scene frames the result covers when its frame 0 lands on frame_start."""
-    return frame_start, frame_start + int(meta["frame_count"]) - 1
+    step = max(1, int((meta.get("footage") or {}).get("stride", 1)))
+    return frame_start, frame_start + (int(meta["frame_count"]) - 1) * step
 
 
 def scene_fps(meta: dict) -> tuple[int, float]:

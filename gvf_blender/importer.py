@@ -63,6 +63,12 @@ def canonical_attributes(f: GVF4DFile) -> dict[str, tuple[str, str, np.ndarray]]
     return attributes
 
 
+def frame_step(f: GVF4DFile) -> int:
+    """Scene frames between two result frames: the footage's stride (result frame t plays on scene frame
+    start + t * step, so each lands on its source frame's scene frame; frames between them blend)."""
+    return max(1, int((f.metadata.get("footage") or {}).get("stride", 1)))
+
+
 def _write_tracks(mesh, f: GVF4DFile) -> None:
     """Every frame of every track the file has, as point attributes."""
     tracks = [("position", "frames.position", "FLOAT_VECTOR", "vector", None),
@@ -104,11 +110,13 @@ def import_splats(path, name: str | None = None, frame_start: int = 1, display: 
     obj["gvf4d_path"] = str(path)
     obj["gvf4d_frames"] = T
     obj["gvf4d_frame_start"] = frame_start
+    obj["gvf4d_frame_step"] = frame_step(f)
     obj["gvf4d_placement"] = placements.resolve(f.metadata, placement)
     animation = obj.modifiers.new(ANIMATION_MODIFIER, "NODES")
     animation.node_group = splat_nodes.animation_group()
     splat_nodes.set_group_input(animation, "Start Frame", frame_start)
     splat_nodes.set_group_input(animation, "Frames", T)
+    splat_nodes.set_group_input(animation, "Frame Step", obj["gvf4d_frame_step"])
     set_display(obj, display)
     return obj
 
@@ -130,8 +138,9 @@ def hide_take(obj) -> None:
     obj.hide_viewport = obj.hide_render = True
 
 
-def _add_shape_key_animation(obj, positions_by_frame, frame_start: int) -> None:
-    """positions_by_frame: callable t -> (V, 3) float32; keys frame_0000.. with one-hot keyframed values."""
+def _add_shape_key_animation(obj, positions_by_frame, frame_start: int, step: int = 1) -> None:
+    """positions_by_frame: callable t -> (V, 3) float32; keys frame_0000.. with one-hot keyframed values, key t
+    on scene frame frame_start + t * step."""
     T = obj["gvf4d_frames"]
     basis = obj.shape_key_add(name="Basis", from_mix=False)
     basis.data.foreach_set("co", positions_by_frame(0).ravel())
@@ -139,8 +148,8 @@ def _add_shape_key_animation(obj, positions_by_frame, frame_start: int) -> None:
         kb = obj.shape_key_add(name=f"frame_{t:04d}", from_mix=False)
         kb.data.foreach_set("co", positions_by_frame(t).ravel())
         kb.slider_min, kb.slider_max = 0.0, 1.0
-        frame = frame_start + t
-        for f, v in ((frame - 1, 0.0), (frame, 1.0), (frame + 1, 0.0)):
+        frame = frame_start + t * step
+        for f, v in ((frame - step, 0.0), (frame, 1.0), (frame + step, 0.0)):
             if t == 0 and f < frame or t == T - 1 and f > frame:
                 continue   # hold the first and last frames outside the range
             kb.value = v
@@ -187,7 +196,8 @@ def import_mesh(path, name: str | None = None, frame_start: int = 1, collection=
     obj["gvf4d_path"] = str(path)
     obj["gvf4d_frames"] = f.num_frames
     obj["gvf4d_frame_start"] = frame_start
-    _add_shape_key_animation(obj, lambda t: f.frame("frames.mesh_vertices", t), frame_start)
+    obj["gvf4d_frame_step"] = frame_step(f)
+    _add_shape_key_animation(obj, lambda t: f.frame("frames.mesh_vertices", t), frame_start, obj["gvf4d_frame_step"])
     obj.data.materials.append(_vertex_colour_material())
     return obj
 

@@ -23,7 +23,8 @@ class GVF4DSettings(bpy.types.PropertyGroup):
                                          description="Also extract a deforming mesh (for 'Import as: Deformed mesh')")
     engine: bpy.props.EnumProperty(name="Engine", items=[("fit", "Fit (no weights)", ""), ("gvf", "GVF diffusion", "")])
     weights: bpy.props.StringProperty(name="Weights", subtype="DIR_PATH")
-    frames: bpy.props.IntProperty(name="Frames", default=32, min=1, max=512)
+    frames: bpy.props.IntProperty(name="Frames", default=0, min=0,
+                                  description="At most this many frames of the range (0: every frame)")
     start: bpy.props.IntProperty(name="First footage frame", default=0, min=0)
     stride: bpy.props.IntProperty(name="Stride", default=1, min=1)
     seed: bpy.props.IntProperty(name="Seed", default=0, min=0)
@@ -56,6 +57,17 @@ class GVF4DSettings(bpy.types.PropertyGroup):
             return bpy.path.abspath(clip.filepath, library=clip.library)
         return bpy.path.abspath(self.footage)
 
+    def fewer_frames(self, context) -> int:
+        """Half the frames the shot asks for: of `frames`, or of the clip's range when it asks for every frame
+        (a footage file's length is not known here: then the published model's 32-frame window)."""
+        count = self.frames
+        if not count and self.source == "CLIP":
+            try:
+                count = max(1, (self.movie_clip(context).frame_duration - self.start) // self.stride)
+            except ValueError:
+                count = 0
+        return max(1, count // 2) if count else 32
+
     def canonical_request(self, context) -> dict:
         """{"canonical": kind, "canonical_path": file or None}; the selected object is written as a GLB first."""
         if self.canonical_source == "trellis":
@@ -71,7 +83,7 @@ class GVF4DSettings(bpy.types.PropertyGroup):
         """The backend's job fields for this shot."""
         return {"footage": self.footage_path(context), **self.canonical_request(context),
                 "engine": self.engine, "weights": bpy.path.abspath(self.weights) if self.weights else None,
-                "frames": self.frames, "start": self.start, "stride": self.stride, "seed": self.seed,
+                "frames": self.frames or None, "start": self.start, "stride": self.stride, "seed": self.seed,
                 "fit_iterations": self.fit_iterations, "mesh": self.extract_mesh or self.import_as == "MESH",
                 "precision": self.precision, "mesh_samples": self.mesh_samples}
 

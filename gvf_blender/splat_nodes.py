@@ -24,7 +24,7 @@ SPLAT_GROUP = "GVF4D Splat"
 POINTS_GROUP = "GVF4D Points"
 SPLAT_MATERIAL = "GVF4D Splat Material"
 POINTS_MATERIAL = "GVF4D Points Material"
-VERSION = 3                # stored on each group and material: older builds are rebuilt in place
+VERSION = 4                # stored on each group and material: older builds are rebuilt in place
 SPLAT_SIGMAS = 3.0         # the quad's half-size in standard deviations; the material's falloff matches it
 POINT_RADIUS_SIGMAS = 1.5  # the points display's radius, in the Gaussian's mean standard deviation
 
@@ -143,15 +143,17 @@ def new_node_group(name: str, inputs=()):
 def animation_group():
     """Points in, points out: position and the canonical attributes set to the scene frame's values."""
     ng, build = new_node_group(ANIMATION_GROUP, [("Start Frame", "NodeSocketInt", 1, None),
-                                             ("Frames", "NodeSocketInt", 1, 1)])
+                                                 ("Frames", "NodeSocketInt", 1, 1),
+                                                 ("Frame Step", "NodeSocketInt", 1, 1)])
     if not build:
         return ng
     b = NodeBuilder(ng)
     gin, gout = b.add("NodeGroupInput"), b.add("NodeGroupOutput")
     now = b.add("GeometryNodeInputSceneTime").outputs["Frame"]
     last = b.math("SUBTRACT", gin.outputs["Frames"], 1.0)
-    f = b.add("ShaderNodeClamp", {"Value": b.math("SUBTRACT", now, gin.outputs["Start Frame"]), "Min": 0.0,
-                                  "Max": last}).outputs[0]
+    # result frame t plays on scene frame Start + t * Step (the footage's stride); frames between blend
+    elapsed = b.math("DIVIDE", b.math("SUBTRACT", now, gin.outputs["Start Frame"]), gin.outputs["Frame Step"])
+    f = b.add("ShaderNodeClamp", {"Value": elapsed, "Min": 0.0, "Max": last}).outputs[0]
     t0 = b.math("FLOOR", f)
     t1 = b.math("MINIMUM", b.math("ADD", t0, 1.0), last)
     w = b.math("SUBTRACT", f, t0)

@@ -75,6 +75,37 @@ def test_import_splats_positions_attributes_keyframes(empty_scene, fixture_dir):
     assert instances == N
 
 
+def _with_stride(src, dest, stride):
+    """A copy of a result whose footage metadata says it took every `stride`-th source frame."""
+    import json
+    import struct
+    raw = src.read_bytes()
+    (n,) = struct.unpack("<Q", raw[:8])
+    header = json.loads(raw[8:8 + n])
+    meta = json.loads(header["__metadata__"]["gvf4d"])
+    meta["footage"] = {**(meta.get("footage") or {}), "stride": stride}
+    header["__metadata__"]["gvf4d"] = json.dumps(meta)
+    text = json.dumps(header).encode()
+    text += b" " * (-len(text) % 8)
+    dest.write_bytes(struct.pack("<Q", len(text)) + text + raw[8 + n:])
+    return dest
+
+
+def test_each_result_frame_lands_on_its_source_frame(empty_scene, fixture_dir, tmp_path):
+    """With stride 3, result frame t plays on scene frame start + 3t; the frames between blend."""
+    from gvf_blender import exporters, importer
+    exp = np.load(fixture_dir / "expected.npz")
+    T = exp["positions"].shape[0]
+    obj = importer.import_splats(_with_stride(fixture_dir / "shot.gvf4d", tmp_path / "s.gvf4d", 3), frame_start=10)
+    for t in range(T):
+        np.testing.assert_allclose(evaluated_points(obj, 10 + 3 * t), exp["positions"][t], atol=1e-6)
+    np.testing.assert_allclose(evaluated_points(obj, 14), (2 * exp["positions"][1] + exp["positions"][2]) / 3,
+                               atol=1e-5)
+    assert exporters.frame_range(obj) == (10, 10 + 3 * (T - 1))
+    paths = exporters.export_ply_sequence(obj, tmp_path / "ply" / "s.ply")
+    assert len(paths) == T and paths[1].endswith("_0013.ply")
+
+
 def test_import_operator_mesh_mode_and_errors(empty_scene, fixture_dir, tmp_path):
     import gvf_blender
     gvf_blender.register()

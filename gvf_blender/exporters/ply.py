@@ -58,7 +58,7 @@ def export_ply_sequence(obj, path) -> list[str]:
     f = source.open_result(obj)
     move = Similarity.from_matrix(source.scene_matrix(obj))
     start, end = source.frame_range(obj)
-    paths = sequence_paths(path, range(start, end + 1))
+    paths = sequence_paths(path, range(start, end + 1, int(obj.get("gvf4d_frame_step", 1))))
     for t, frame_path in enumerate(paths):
         with atomic_output(frame_path) as out:
             out.write(splat_ply_bytes(move.apply(Splat.at_frame(f, t))))

@@ -11,7 +11,7 @@ from ..result_file import GVF4DFile
 def frame_range(obj) -> tuple[int, int]:
     """The scene frames the object plays its result on (first, last)."""
     start = int(obj.get("gvf4d_frame_start", bpy.context.scene.frame_start))
-    return start, start + int(obj.get("gvf4d_frames", 1)) - 1
+    return start, start + (int(obj.get("gvf4d_frames", 1)) - 1) * int(obj.get("gvf4d_frame_step", 1))
 
 
 def is_deformed_mesh(obj) -> bool:

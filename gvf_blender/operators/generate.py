@@ -151,7 +151,7 @@ class GVF4D_OT_reduce_memory(bpy.types.Operator):
     def execute(self, context):
         s = context.scene.gvf4d
         if self.action == "FRAMES":
-            s.frames = max(1, s.frames // 2)
+            s.frames = s.fewer_frames(context)
         elif self.action == "GAUSSIANS":
             s.mesh_samples = max(s.mesh_samples // 2, 1_000)
         else:

@@ -36,8 +36,8 @@ def draw_memory_advice(layout, settings) -> None:
     """What the artist can change after a take ran out of GPU memory, each one click."""
     box = layout.box()
     box.label(text="The last take ran out of GPU memory. Try:", icon="ERROR")
-    box.operator(GVF4D_OT_reduce_memory.bl_idname, text=f"Fewer frames ({settings.frames} -> "
-                 f"{max(1, settings.frames // 2)})").action = "FRAMES"
+    box.operator(GVF4D_OT_reduce_memory.bl_idname, text=f"Fewer frames ({settings.frames or 'all'} -> "
+                 f"{settings.fewer_frames(bpy.context)})").action = "FRAMES"
     if settings.canonical_source in ("mesh", "object"):
         box.operator(GVF4D_OT_reduce_memory.bl_idname, text=f"Fewer Gaussians ({settings.mesh_samples:,} -> "
                      f"{max(settings.mesh_samples // 2, 1000):,})").action = "GAUSSIANS"
