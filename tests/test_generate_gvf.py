@@ -62,6 +62,9 @@ def test_generate_without_weights_or_with_wrong_weights_is_clear(tmp_path, small
     root, _ = shot_files
     base = [sys.executable, "-m", "gvf4d.cli", "generate", str(root / "footage"), "--out", str(tmp_path / "x.gvf4d"),
             "--canonical", "splat", str(root / "canonical.ply"), "--frames", "4", "--engine", "gvf"]
+    r = subprocess.run(base + ["--weights", str(tmp_path / "nowhere")], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and "nowhere does not exist" in r.stderr and "Traceback" not in r.stderr
+    (tmp_path / "empty").mkdir()
     r = subprocess.run(base + ["--weights", str(tmp_path / "empty")], capture_output=True, text=True, timeout=300)
     assert r.returncode == 2 and "ema_diffusion_0.9999_500000.pt: missing" in r.stderr and "Traceback" not in r.stderr
     cfg = small_weights / "gvf" / CONFIG_FILE

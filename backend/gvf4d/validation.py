@@ -18,7 +18,10 @@ from typing import TYPE_CHECKING, BinaryIO, Optional
 from .limits import Limits
 
 if TYPE_CHECKING:
+    from .canonical.exact import ExactCanonical
+    from .pipelines.render import RenderRequest
     from .pipelines.request import GenerateRequest
+    from .rendering.blender_camera import BlenderCamera
 
 NAME_MAX_BYTES = 255                  # one path component (ext4, APFS, NTFS)
 PATH_MAX_BYTES = 4096                 # a whole path (Linux PATH_MAX)
@@ -219,6 +222,19 @@ def check_free_space(folder, reserve: int = FREE_SPACE_RESERVE, needed: int = 0,
                            f"{(needed + reserve) / 2**30:.2f} GiB", status=507)
 
 
+def check_exact_canonical(exact: "ExactCanonical") -> None:
+    """The space of a canonical given exactly: finite facing, offsets and centre, positive scales."""
+    finite("facing", exact.facing_deg)
+    finite("alignment scale", exact.alignment.scale, 0.0, low_open=True)
+    finite("normalisation scale", exact.normalisation.scale, 0.0, low_open=True)
+    for label, vector in (("alignment offset", exact.alignment.offset), ("normalisation centre",
+                                                                           exact.normalisation.centre)):
+        if len(vector) != 3:
+            raise RequestError(f"{label} must have 3 numbers, got {len(vector)}")
+        for value in vector:
+            finite(label, value)
+
+
 def check_request(req: "GenerateRequest", limits: Optional[Limits] = None, paths: bool = True) -> "GenerateRequest":
     """Checks every field of a generation request (and, with `paths`, the files it names) before any work."""
     limits = limits or Limits.from_env()
@@ -243,6 +259,8 @@ def check_request(req: "GenerateRequest", limits: Optional[Limits] = None, paths
     within_budget(limits, "max_gaussians", "mesh samples", count("mesh samples", req.mesh_samples, 100))
     if "\0" in req.matte:
         raise RequestError(f"matte {req.matte!r} contains a NUL byte")
+    if req.exact is not None:
+        check_exact_canonical(req.exact)
     check_output("result", req.out)
     kind, canonical = req.canonical
     needs_weights = req.engine == "gvf" or kind == "trellis"
@@ -262,4 +280,44 @@ def check_request(req: "GenerateRequest", limits: Optional[Limits] = None, paths
     if method == "masks" and masks:
         from .footage.reader import IMAGE_SUFFIXES
         _regular_entries("masks", existing_folder("masks", masks), IMAGE_SUFFIXES)
+    return req
+
+
+def check_render_request(req: "RenderRequest", limits: Optional[Limits] = None, paths: bool = True,
+                         cameras: Optional[list["BlenderCamera"]] = None) -> "RenderRequest":
+    """Checks a render request (docs/render.md) before any work: blend, size and background, and, with `paths`,
+    the result file, the frame range, the cameras against it and the frames' pixels within the budgets.
+    cameras: the Blender cameras when they come with the request (the service's), else req.camera's file is read."""
+    from .pipelines.render import BLENDS, blender_views, footage_view, parse_frame_range
+    from .rendering.blender_camera import read_blender_cameras
+    from .result import ResultFile
+    limits = limits or Limits.from_env()
+    if req.blend not in BLENDS:
+        raise RequestError(f"blend {req.blend!r} is not one of {list(BLENDS)}")
+    if req.size is not None:
+        width, height = (count(f"size ({side})", v, 1) for side, v in zip(("width", "height"), req.size))
+        within_budget(limits, "max_frame_pixels", f"size {width}x{height}:", width * height)
+    if req.background is not None:
+        for c in req.background:
+            finite("background", c, 0.0, 1.0)
+    if not paths:
+        return req
+    existing_file("result", req.result)
+    try:
+        f = ResultFile(req.result)
+        within_budget(limits, "max_gaussians", f"result {req.result}:", f.num_gaussians)
+        frames = parse_frame_range(req.frames, f.num_frames)
+        within_budget(limits, "max_frames", "frames", len(frames))
+        source = "camera" if cameras is not None else req.camera      # what a message about the cameras names
+        if cameras is None and str(req.camera) != "footage":
+            cameras = read_blender_cameras(req.camera)
+        view = footage_view(f, req.size) if cameras is None else \
+            blender_views(cameras, len(frames), req.size, source)[0]
+    except RequestError:
+        raise
+    except ValueError as e:            # the result, the frame range or the cameras (ResultFileError, CameraFileError)
+        raise RequestError(str(e)) from None
+    width, height = view.camera.width, view.camera.height
+    within_budget(limits, "max_frame_pixels", f"frame size {width}x{height}:", width * height)
+    within_budget(limits, "max_shot_pixels", f"{len(frames)} frames of {width}x{height}:", width * height * len(frames))
     return req
