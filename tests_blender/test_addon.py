@@ -251,3 +251,19 @@ def test_a_new_take_hides_the_previous_one(empty_scene, fixture_dir):
         assert not second.hide_render and not second.hide_viewport
     finally:
         gvf_blender.unregister()
+
+
+def test_result_operators_add_the_footage_camera_and_match_the_scene(empty_scene, fixture_dir):
+    import gvf_blender
+    from gvf_blender import importer
+    gvf_blender.register()
+    try:
+        scene = bpy.context.scene
+        obj = importer.import_splats(fixture_dir / "fidelity.gvf4d", frame_start=3)
+        bpy.context.view_layer.objects.active = obj
+        assert scene.camera is None
+        assert bpy.ops.gvf4d.add_footage_camera() == {"FINISHED"} and scene.camera is not None
+        assert bpy.ops.gvf4d.match_scene() == {"FINISHED"}
+        assert (scene.frame_start, scene.frame_end) == (3, 3 + obj["gvf4d_frames"] - 1)
+    finally:
+        gvf_blender.unregister()

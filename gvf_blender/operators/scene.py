@@ -24,48 +24,42 @@ class GVF4D_OT_apply_look_settings(bpy.types.Operator):
         return {"FINISHED"}
 
 
-class GVF4D_OT_add_footage_camera(bpy.types.Operator):
+class _ResultOperator:
+    """An operator on the active imported result and the metadata of its file; a file problem is reported."""
+    bl_options = {"REGISTER", "UNDO"}
+
+    @classmethod
+    def poll(cls, context):
+        return _active_result(context) is not None
+
+    def execute(self, context):
+        obj = _active_result(context)
+        try:
+            self.apply(context, obj, open_result(obj).metadata,
+                       int(obj.get("gvf4d_frame_start", context.scene.frame_start)))
+        except (GVF4DFileError, ValueError) as e:
+            self.report({"ERROR"}, str(e))
+            return {"CANCELLED"}
+        return {"FINISHED"}
+
+
+class GVF4D_OT_add_footage_camera(_ResultOperator, bpy.types.Operator):
     """Create the camera that sees the active result as the footage does, the plate as its background"""
     bl_idname = "gvf4d.add_footage_camera"
     bl_label = "Add Footage Camera"
-    bl_options = {"REGISTER", "UNDO"}
 
-    @classmethod
-    def poll(cls, context):
-        return _active_result(context) is not None
-
-    def execute(self, context):
-        obj = _active_result(context)
-        try:
-            camera = footage_camera.create_footage_camera(
-                open_result(obj).metadata, placement=obj.get("gvf4d_placement", "AUTO"),
-                frame_start=int(obj.get("gvf4d_frame_start", context.scene.frame_start)))
-        except (GVF4DFileError, ValueError) as e:
-            self.report({"ERROR"}, str(e))
-            return {"CANCELLED"}
-        context.scene.camera = camera
-        return {"FINISHED"}
+    def apply(self, context, obj, meta, frame_start):
+        context.scene.camera = footage_camera.create_footage_camera(
+            meta, placement=obj.get("gvf4d_placement", "AUTO"), frame_start=frame_start)
 
 
-class GVF4D_OT_match_scene(bpy.types.Operator):
+class GVF4D_OT_match_scene(_ResultOperator, bpy.types.Operator):
     """Set the scene's frame range, fps and resolution from the active result"""
     bl_idname = "gvf4d.match_scene"
     bl_label = "Match Scene to Footage"
-    bl_options = {"REGISTER", "UNDO"}
 
-    @classmethod
-    def poll(cls, context):
-        return _active_result(context) is not None
-
-    def execute(self, context):
-        obj = _active_result(context)
-        try:
-            footage_camera.match_scene(context.scene, open_result(obj).metadata,
-                                       int(obj.get("gvf4d_frame_start", context.scene.frame_start)))
-        except (GVF4DFileError, ValueError) as e:
-            self.report({"ERROR"}, str(e))
-            return {"CANCELLED"}
-        return {"FINISHED"}
+    def apply(self, context, obj, meta, frame_start):
+        footage_camera.match_scene(context.scene, meta, frame_start)
 
 
 class GVF4D_OT_set_display(bpy.types.Operator):
