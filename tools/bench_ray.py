@@ -2,7 +2,7 @@
 actors, each using every core of this machine (the single worker and the one actor with all of them as torch
 threads, two actors with half each).
 
-    .venv/bin/python tools/bench_ray.py [--shots 8] [--frames 8] [--fit-iterations 10]
+    .venv/bin/python tools/bench_ray.py [--shots 6] [--frames 6] [--fit-iterations 6]
 
 Each configuration is a fresh `gvf4d serve` (with --ray it starts its own Ray cluster on 127.0.0.1) on a fresh
 data folder and stage cache. Every worker first runs one warm-up shot (a new process's first shot pays one-time
@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -66,9 +67,9 @@ def run_all(client: BackendClient, bodies: list[dict]) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--shots", type=int, default=8)
-    ap.add_argument("--frames", type=int, default=8)
-    ap.add_argument("--fit-iterations", type=int, default=10)
+    ap.add_argument("--shots", type=int, default=6)
+    ap.add_argument("--frames", type=int, default=6)
+    ap.add_argument("--fit-iterations", type=int, default=6)
     args = ap.parse_args()
     cores = os.cpu_count() or 1
     root = Path(tempfile.mkdtemp(prefix="gvf4d-bench-ray-"))
@@ -84,18 +85,21 @@ def main() -> None:
                ("ray, 1 actor", 1, cores, ["--ray", "--cpu-actors", "1"]),
                ("ray, 2 actors", 2, max(1, cores // 2), ["--ray", "--cpu-actors", "2"])]
     rows = []
-    for name, workers, threads, extra in configs:
-        data = root / name.replace(" ", "").replace(",", "-")
-        serve_args = ["--threads", str(threads), *extra] + (["--shared", str(data) + "-shared"] if extra else [])
-        proc, client = start_service(data, serve_args, workers)
-        try:
-            run_all(client, warm_up[:workers])
-            seconds = run_all(client, shots)
-        finally:
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(60)
-        rows.append((name, workers, threads, seconds, 3600.0 * len(shots) / seconds))
-        print(f"{name}: {seconds:.1f} s", file=sys.stderr)
+    try:
+        for name, workers, threads, extra in configs:
+            data = root / name.replace(" ", "").replace(",", "-")
+            serve_args = ["--threads", str(threads), *extra] + (["--shared", str(data) + "-shared"] if extra else [])
+            proc, client = start_service(data, serve_args, workers)
+            try:
+                run_all(client, warm_up[:workers])
+                seconds = run_all(client, shots)
+            finally:
+                proc.send_signal(signal.SIGTERM)
+                proc.wait(60)
+            rows.append((name, workers, threads, seconds, 3600.0 * len(shots) / seconds))
+            print(f"{name}: {seconds:.1f} s", file=sys.stderr)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
     base = rows[0][4]
     print(f"{args.shots} shots of {args.frames} frames (fit engine, {args.fit_iterations} steps per frame) on "
           f"{cores} CPU cores\n")
