@@ -1,7 +1,9 @@
 """`gvf4d generate --engine gvf` end to end on CPU, with small random weights made here (shape-level check)."""
 import json
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -78,7 +80,8 @@ def test_generate_without_weights_or_with_wrong_weights_is_clear(tmp_path, small
     assert not (tmp_path / "x.gvf4d").exists()
 
 
-def test_weights_command_reports_and_converts(small_weights):
+def test_weights_command_reports_and_converts(small_weights, tmp_path):
+    small_weights = Path(shutil.copytree(small_weights, tmp_path / "weights"))   # converted and tampered with here
     r = subprocess.run([sys.executable, "-m", "gvf4d.cli", "weights", "--weights", str(small_weights), "--convert", "--verify"],
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout + r.stderr

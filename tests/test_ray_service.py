@@ -151,7 +151,8 @@ def test_ray_six_jobs_over_two_actors_equal_the_single_process_run(service, shot
 
     def all_finished():
         nonlocal most_running
-        jobs = [c.job(i) for i in ids]
+        listed = {j["id"]: j for j in c.jobs()}       # one snapshot of the store (reading job by job races)
+        jobs = [listed[i] for i in ids]
         most_running = max(most_running, sum(j["state"] == "running" for j in jobs))
         return jobs if all(j["state"] in FINISHED for j in jobs) else None
     jobs = until(all_finished, 240, 0.1, "six jobs")
