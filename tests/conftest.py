@@ -13,15 +13,20 @@ def small_shot():
     return make_synthetic_shot(num_frames=6, gaussians_per_part=60, seed=1)
 
 
-@pytest.fixture(scope="session")
-def shot_files(tmp_path_factory):
-    """A 4-frame synthetic shot on disk: (folder with footage/ and canonical.ply, the shot)."""
+def synthetic_shot_files(tmp_path_factory, name: str, num_frames: int):
+    """A synthetic shot on disk: (folder with footage/ at 64 px and canonical.ply, the shot)."""
     from gvf4d.pipelines.demo import write_shot_files
     from gvf4d.synthetic import make_synthetic_shot
-    root = tmp_path_factory.mktemp("shot")
-    shot = make_synthetic_shot(num_frames=4, gaussians_per_part=40, seed=3)
+    root = tmp_path_factory.mktemp(name)
+    shot = make_synthetic_shot(num_frames=num_frames, gaussians_per_part=40, seed=3)
     write_shot_files(shot, root, 64)
     return root, shot
+
+
+@pytest.fixture(scope="session")
+def shot_files(tmp_path_factory):
+    """A 4-frame synthetic shot on disk."""
+    return synthetic_shot_files(tmp_path_factory, "shot", 4)
 
 
 @pytest.fixture(scope="session")

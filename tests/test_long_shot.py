@@ -11,17 +11,15 @@ from gvf4d.representations.gvf_gaussians import GVFGaussians
 from gvf4d.samplers import TemporalWindows, WindowedNoise
 from gvf4d.synthetic import make_synthetic_shot
 
+from conftest import synthetic_shot_files
+
 SEAM_MARGIN = 1.25      # the frame-to-frame change across seams may exceed the inside's by at most this factor
 
 
 @pytest.fixture(scope="module")
 def long_shot_files(tmp_path_factory):
-    """An 80-frame synthetic shot on disk (footage/ at 64 px, canonical.ply) and the shot."""
-    from gvf4d.pipelines.demo import write_shot_files
-    root = tmp_path_factory.mktemp("long_shot")
-    shot = make_synthetic_shot(num_frames=80, gaussians_per_part=40, seed=3)
-    write_shot_files(shot, root, 64)
-    return root, shot
+    """An 80-frame synthetic shot on disk."""
+    return synthetic_shot_files(tmp_path_factory, "long_shot", 80)
 
 
 def frame_changes(positions: torch.Tensor) -> torch.Tensor:

@@ -137,21 +137,21 @@ def _kind(mode: int) -> str:
     return "not a regular file"
 
 
-def existing_file(label: str, path) -> Path:
-    """path names a regular file (a symlink to one is followed)."""
+def _existing(label: str, path, is_kind, kind: str) -> Path:
     path = check_path_text(label, path)
     mode = _stat(label, path).st_mode
-    if not stat.S_ISREG(mode):
-        raise RequestError(f"{label} {path} is {_kind(mode)}, not a regular file")
+    if not is_kind(mode):
+        raise RequestError(f"{label} {path} is {_kind(mode)}, not {kind}")
     return path
+
+
+def existing_file(label: str, path) -> Path:
+    """path names a regular file (a symlink to one is followed)."""
+    return _existing(label, path, stat.S_ISREG, "a regular file")
 
 
 def existing_folder(label: str, path) -> Path:
-    path = check_path_text(label, path)
-    mode = _stat(label, path).st_mode
-    if not stat.S_ISDIR(mode):
-        raise RequestError(f"{label} {path} is {_kind(mode)}, not a folder")
-    return path
+    return _existing(label, path, stat.S_ISDIR, "a folder")
 
 
 def _regular_entries(label: str, folder: Path, suffixes: set[str]) -> None:
