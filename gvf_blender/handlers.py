@@ -1,6 +1,7 @@
 """The add-on's file handlers. After a .blend is opened its unfinished takes are followed again. When it is saved
 somewhere new (the first save, Save As), results made before the first save move into its //gvf4d_results/, and
-the stored paths (take history keys, results, the imported objects' `gvf4d_path`) are stored again for it."""
+the stored paths (take history keys, results, the imported objects' `gvf4d_path` and frame folders) are stored
+again for it."""
 from __future__ import annotations
 
 import os
@@ -8,7 +9,7 @@ import os
 import bpy
 from bpy.app.handlers import persistent
 
-from . import jobs, paths, takes
+from . import importer, jobs, paths, takes
 
 
 def _relocate(old_blend: str, new_blend: str, transfer: bool) -> None:
@@ -24,6 +25,7 @@ def _relocate(old_blend: str, new_blend: str, transfer: bool) -> None:
         except ValueError:
             continue
         obj["gvf4d_path"] = paths.to_stored(moved.get(path, path), new_blend)
+        importer.refer_frames(obj, moved.get(path, path), new_blend)
 
 
 def _same(a: str, b: str) -> bool:

@@ -4,10 +4,11 @@ Splats: one mesh object whose points are the Gaussians, at the canonical positio
 artist edits) also kept as `gvf_canonical_p`. Canonical attributes `color` (the SH-DC colour 0.5 + 0.28209479·sh_dc,
 display values), `opacity`, `scale`, `rotation`, the SH bands above DC as `sh_rest_01`..; every frame of every
 track the file has as `gvf_p_0000`.. (position), `gvf_r_` (rotation), `gvf_s_` (scale), `gvf_o_` (opacity),
-`gvf_c_` (colour). Two geometry-nodes modifiers: "GVF4D Animation" blends the tracks at the
+`gvf_c_` (colour), or, for long shots, referenced in the result's frame folder (frame_cache.py). Two geometry-nodes
+modifiers: "GVF4D Animation" blends the tracks at the
 scene frame (splat_nodes.animation_group), "GVF4D Splats" draws the Gaussians as camera-facing quads with the
 3DGS falloff or as coloured points. The object sits where `placement` puts it (placement.py).
-Deformed mesh: the result's extracted mesh with vertex colours, animated by shape keys.
+Deformed mesh: the result's extracted mesh with vertex colours (linear), animated by shape keys.
 """
 from __future__ import annotations
 
@@ -17,14 +18,16 @@ import bpy
 import numpy as np
 from mathutils import Matrix
 
+from . import frame_cache, paths, splat_nodes
 from . import placement as placements
-from . import splat_nodes
+from .color_space import srgb_to_linear
 from .result_file import GVF4DFile
 
-SH_C0 = 0.28209479177387814
 ANIMATION_MODIFIER = "GVF4D Animation"
 DISPLAY_MODIFIER = "GVF4D Splats"
 DISPLAYS = ("splat", "points")
+FRAME_DATA = ("AUTO", "EMBEDDED", "REFERENCED")
+EMBED_LIMIT = 512 * 2**20
 
 
 def _set_attr(mesh, name: str, kind: str, field: str, values: np.ndarray) -> None:
@@ -32,29 +35,18 @@ def _set_attr(mesh, name: str, kind: str, field: str, values: np.ndarray) -> Non
     attr.data.foreach_set(field, np.ascontiguousarray(values, dtype=np.float32).ravel())
 
 
-def _unit(quaternions) -> np.ndarray:
-    """(N, 4) w-x-y-z normalised (half-precision tracks store them only nearly unit)."""
-    q = np.asarray(quaternions, dtype=np.float32)
-    return q / np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-12)
-
-
-def _rgb(sh_dc) -> np.ndarray:
-    """SH DC -> display rgb, unclamped (the node groups clamp after adding the view-dependent bands)."""
-    return 0.5 + SH_C0 * np.asarray(sh_dc, dtype=np.float32)
-
-
 def canonical_attributes(f: GVF4DFile) -> dict[str, tuple[str, str, np.ndarray]]:
     """The canonical splat as the import stores it on the points: attribute name -> (type, foreach field, values
     (N, ...) float32). The base positions start as the `gvf_canonical_p` values."""
     n = f.num_gaussians
-    rgb = _rgb(f.array("canonical.sh_dc"))
+    rgb = frame_cache.display_rgb(f.array("canonical.sh_dc"))
     attributes = {
         splat_nodes.CANONICAL_POSITION_ATTRIBUTE: ("FLOAT_VECTOR", "vector",
                                                    np.asarray(f.array("canonical.position"), np.float32)),
         "color": ("FLOAT_COLOR", "color", np.concatenate([rgb, np.ones((n, 1), np.float32)], 1)),
         "opacity": ("FLOAT", "value", np.asarray(f.array("canonical.opacity"), np.float32)),
         "scale": ("FLOAT_VECTOR", "vector", np.asarray(f.array("canonical.scale"), np.float32)),
-        "rotation": ("QUATERNION", "value", _unit(f.array("canonical.rotation"))),
+        "rotation": ("QUATERNION", "value", frame_cache.unit_quaternions(f.array("canonical.rotation"))),
     }
     if f.has("canonical.sh_rest"):
         sh_rest = np.asarray(f.array("canonical.sh_rest"), np.float32)
@@ -71,29 +63,38 @@ def frame_step(f: GVF4DFile) -> int:
 
 def _write_tracks(mesh, f: GVF4DFile) -> None:
     """Every frame of every track the file has, as point attributes."""
-    tracks = [("position", "frames.position", "FLOAT_VECTOR", "vector", None),
-              ("rotation", "frames.rotation", "QUATERNION", "value", _unit),
-              ("scale", "frames.scale", "FLOAT_VECTOR", "vector", None),
-              ("opacity", "frames.opacity", "FLOAT", "value", None),
-              ("color", "frames.sh_dc", "FLOAT_VECTOR", "vector", _rgb)]
-    for track, tensor, kind, field, convert in tracks:
-        if not f.has(tensor):
-            continue
+    kinds = {"position": ("FLOAT_VECTOR", "vector"), "rotation": ("QUATERNION", "value"),
+             "scale": ("FLOAT_VECTOR", "vector"), "opacity": ("FLOAT", "value"), "color": ("FLOAT_VECTOR", "vector")}
+    for track in frame_cache.tracks_of(f):
+        kind, field = kinds[track]
         for t in range(f.num_frames):
-            values = f.frame(tensor, t)
-            _set_attr(mesh, splat_nodes.track_attribute(track, t), kind, field, convert(values) if convert else values)
+            _set_attr(mesh, splat_nodes.track_attribute(track, t), kind, field, frame_cache.frame_values(f, track, t))
+
+
+def references_frames(f: GVF4DFile, frame_data: str) -> bool:
+    """Whether the import references the tracks in a frame folder rather than embedding them: 'REFERENCED',
+    'EMBEDDED', or 'AUTO' (referenced past EMBED_LIMIT bytes, e.g. 200k Gaussians × 50 frames)."""
+    if frame_data not in FRAME_DATA:
+        raise ValueError(f"frame_data {frame_data!r} is not one of {FRAME_DATA}")
+    return frame_data == "REFERENCED" or frame_data == "AUTO" and frame_cache.track_bytes(f) > EMBED_LIMIT
 
 
 def import_splats(path, name: str | None = None, frame_start: int = 1, display: str = "splat", collection=None,
-                  placement: str = "AUTO"):
+                  placement: str = "AUTO", frame_data: str = "AUTO", progress=None):
     """The result as animated splats. Returns the new object.
 
     display: "splat" (Gaussian quads facing the active camera) or "points" (a coloured point cloud).
     placement: "AUTO", "ASSET" (where the artist's mesh or splat was) or "ORIGIN" (placement.py).
+    frame_data: "EMBEDDED" (the tracks as point attributes in the .blend), "REFERENCED" (in the result's frame
+    folder, `frame_cache`, written now unless current) or "AUTO" (`references_frames`). progress(t, T) follows
+    the frame folder's writing.
     """
     if display not in DISPLAYS:
         raise ValueError(f"display {display!r} is not one of {DISPLAYS}")
     f = GVF4DFile(path)
+    referenced = references_frames(f, frame_data)
+    if referenced:
+        frame_cache.write(f, progress=progress)
     name = name or Path(path).stem
     N, T = f.num_gaussians, f.num_frames
     mesh = bpy.data.meshes.new(name)
@@ -102,7 +103,8 @@ def import_splats(path, name: str | None = None, frame_start: int = 1, display: 
     mesh.vertices.foreach_set("co", canonical[splat_nodes.CANONICAL_POSITION_ATTRIBUTE][2].ravel())
     for attribute, (kind, field, values) in canonical.items():
         _set_attr(mesh, attribute, kind, field, values)
-    _write_tracks(mesh, f)
+    if not referenced:
+        _write_tracks(mesh, f)
     mesh.update()
     obj = bpy.data.objects.new(name, mesh)
     (collection or bpy.context.scene.collection).objects.link(obj)
@@ -112,13 +114,28 @@ def import_splats(path, name: str | None = None, frame_start: int = 1, display: 
     obj["gvf4d_frame_start"] = frame_start
     obj["gvf4d_frame_step"] = frame_step(f)
     obj["gvf4d_placement"] = placements.resolve(f.metadata, placement)
+    obj["gvf4d_frame_data"] = "REFERENCED" if referenced else "EMBEDDED"
     animation = obj.modifiers.new(ANIMATION_MODIFIER, "NODES")
-    animation.node_group = splat_nodes.animation_group()
+    animation.node_group = (splat_nodes.referenced_animation_group() if referenced
+                            else splat_nodes.animation_group())
+    if referenced:
+        refer_frames(obj, path)
+        for track in splat_nodes.TRACKS:
+            if track != "position":
+                splat_nodes.set_group_input(animation, f"Has {track.title()}", track in frame_cache.tracks_of(f))
     splat_nodes.set_group_input(animation, "Start Frame", frame_start)
     splat_nodes.set_group_input(animation, "Frames", T)
     splat_nodes.set_group_input(animation, "Frame Step", obj["gvf4d_frame_step"])
     set_display(obj, display)
     return obj
+
+
+def refer_frames(obj, result, blend: str | None = None) -> None:
+    """Points a referenced import's animation at the frame folder of its result file `result` (the path stored
+    for the .blend `blend`, the open one when left out); embedded imports are left as they are."""
+    if obj.get("gvf4d_frame_data") == "REFERENCED":
+        splat_nodes.set_group_input(obj.modifiers[ANIMATION_MODIFIER], "Frame Folder",
+                                    paths.to_stored(frame_cache.folder_for(result), blend))
 
 
 def set_display(obj, display: str) -> None:
@@ -186,7 +203,7 @@ def import_mesh(path, name: str | None = None, frame_start: int = 1, collection=
     mesh.polygons.add(len(faces))
     mesh.polygons.foreach_set("loop_start", np.arange(0, faces.size, 3, dtype=np.int32))
     mesh.polygons.foreach_set("loop_total", np.full(len(faces), 3, dtype=np.int32))
-    colors = np.asarray(f.array("mesh.colors"), dtype=np.float32)
+    colors = srgb_to_linear(f.array("mesh.colors"))      # display values; colour attributes hold linear ones
     _set_attr(mesh, "color", "FLOAT_COLOR", "color", np.concatenate([colors, np.ones((len(colors), 1), np.float32)], 1))
     mesh.update()
     mesh.validate()

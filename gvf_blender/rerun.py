@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from . import importer, paths, splat_nodes, takes
-from .exporters.files import atomic_output
+from . import frame_cache, importer, paths, splat_nodes, takes
+from .atomic_file import atomic_output
 from .exporters.ply import splat_ply_bytes
 from .exporters.splat import Splat
 from .result_file import GVF4DFile
@@ -74,7 +74,7 @@ def edited_splat(obj) -> Splat:
         rest.append(_attribute(mesh, splat_nodes.SH_REST_ATTRIBUTE.format(len(rest) + 1)))
     return Splat(position=_positions(mesh), rotation=_attribute(mesh, "rotation"), scale=_attribute(mesh, "scale"),
                  opacity=_attribute(mesh, "opacity"),
-                 sh_dc=(_attribute(mesh, "color")[:, :3] - 0.5) / importer.SH_C0,
+                 sh_dc=(_attribute(mesh, "color")[:, :3] - 0.5) / frame_cache.SH_C0,
                  sh_rest=np.stack(rest, 1) if rest else None).normalised()
 
 

@@ -7,7 +7,9 @@ scene frame (sub-frames included), reads them and blends linearly (rotations: sp
 track the file lacks keeps the canonical attribute (`rotation`, `scale`, `opacity`, `color`). Every frame's position
 also carries the artist's edit of the point (its position minus the imported canonical one, `gvf_canonical_p`), so
 points moved in edit mode stay moved as they animate. It writes the current values to the position and those
-canonical names, so every later step and export sees the current frame.
+canonical names, so every later step and export sees the current frame. "GVF4D Animation (frame folder)" does
+the same for a long shot whose tracks are not embedded but referenced: it loads the two frames around the scene
+time from the result's frame folder (frame_cache.py) with Import PLY nodes.
 
 "GVF4D Splat" draws a Gaussian as 3DGS rasterizers do: one quad per Gaussian facing the active camera, spanning
 ±3σ of its covariance projected on the plane perpendicular to the view ray, the material fading it with
@@ -19,12 +21,15 @@ from __future__ import annotations
 
 import bpy
 
+from . import frame_cache
+
 ANIMATION_GROUP = "GVF4D Animation"
+REFERENCED_ANIMATION_GROUP = "GVF4D Animation (frame folder)"
 SPLAT_GROUP = "GVF4D Splat"
 POINTS_GROUP = "GVF4D Points"
 SPLAT_MATERIAL = "GVF4D Splat Material"
 POINTS_MATERIAL = "GVF4D Points Material"
-VERSION = 4                # stored on each group and material: older builds are rebuilt in place
+VERSION = 5                # stored on each group and material: older builds are rebuilt in place
 SPLAT_SIGMAS = 3.0         # the quad's half-size in standard deviations; the material's falloff matches it
 POINT_RADIUS_SIGMAS = 1.5  # the points display's radius, in the Gaussian's mean standard deviation
 
@@ -140,43 +145,31 @@ def new_node_group(name: str, inputs=()):
     return ng, True
 
 
-def animation_group():
-    """Points in, points out: position and the canonical attributes set to the scene frame's values."""
-    ng, build = new_node_group(ANIMATION_GROUP, [("Start Frame", "NodeSocketInt", 1, None),
-                                                 ("Frames", "NodeSocketInt", 1, 1),
-                                                 ("Frame Step", "NodeSocketInt", 1, 1)])
-    if not build:
-        return ng
-    b = NodeBuilder(ng)
-    gin, gout = b.add("NodeGroupInput"), b.add("NodeGroupOutput")
+def _frames_around_scene_time(b: NodeBuilder, gin):
+    """-> (t0, t1, w): the result frames before and after the scene frame (sub-frames included) and the weight of
+    t1. Result frame t plays on scene frame Start + t * Step (the footage's stride); frames between blend. On a
+    whole result frame t1 = t0, so nothing is read twice."""
     now = b.add("GeometryNodeInputSceneTime").outputs["Frame"]
     last = b.math("SUBTRACT", gin.outputs["Frames"], 1.0)
-    # result frame t plays on scene frame Start + t * Step (the footage's stride); frames between blend
     elapsed = b.math("DIVIDE", b.math("SUBTRACT", now, gin.outputs["Start Frame"]), gin.outputs["Frame Step"])
     f = b.add("ShaderNodeClamp", {"Value": elapsed, "Min": 0.0, "Max": last}).outputs[0]
-    t0 = b.math("FLOOR", f)
-    t1 = b.math("MINIMUM", b.math("ADD", t0, 1.0), last)
-    w = b.math("SUBTRACT", f, t0)
+    t0, t1 = b.math("FLOOR", f), b.math("CEIL", f)
+    return t0, t1, b.math("SUBTRACT", f, t0)
 
-    def frames_of(track):
-        """The track's values at t0 and t1 and whether the file had the track."""
-        prefix, _, data_type = TRACKS[track]
-        values = []
-        for t in (t0, t1):
-            name = b.add("FunctionNodeFormatString", {"Format": prefix + "_{t:04}"})
-            name.format_items.new("INT", "t")
-            b.set(name.inputs["t"], t)
-            values.append(b.named(data_type, name.outputs[0]))
-        return values[0][0], values[1][0], values[0][1]
 
+def _animate(b: NodeBuilder, gin, gout, frames_of, w) -> None:
+    """Sets every track to its blend at weight w; frames_of(track) -> (value at t0, value at t1, whether the
+    result has the track) as fields on the points."""
     g = gin.outputs[0]
+    between = b.math("GREATER_THAN", w, 0.0)
     for track, (_, canonical, data_type) in TRACKS.items():
         a, c, exists = frames_of(track)
         socket_type = {"FLOAT_VECTOR": "VECTOR", "QUATERNION": "ROTATION", "FLOAT": "FLOAT"}[data_type]
         # a track the file lacks keeps the canonical value (Exists is evaluated on the geometry, as a field)
         current = (b.add("GeometryNodeInputPosition").outputs[0] if track == "position"
                    else b.named(data_type, canonical)[0])
-        value = b.mix(socket_type, w, a, c)
+        # on a whole result frame (playback) the second frame is neither read nor blended: the switch is lazy
+        value = b.switch(socket_type, between, a, b.mix(socket_type, w, a, c))
         if track == "position":      # plus the point's edit (none for an import made before the attribute existed)
             imported, known = b.named("FLOAT_VECTOR", CANONICAL_POSITION_ATTRIBUTE)
             edit = b.switch("VECTOR", known, (0.0, 0.0, 0.0), b.vec("SUBTRACT", current, imported))
@@ -188,6 +181,79 @@ def animation_group():
             g = b.store(g, "POINT", "FLOAT_COLOR" if track == "color" else data_type, canonical, value)
     g = b.add("GeometryNodeRemoveAttribute", {"Geometry": g, "Pattern Mode": "Wildcard", "Name": "gvf_*"}).outputs[0]
     b.tree.links.new(g, gout.inputs[0])
+
+
+ANIMATION_INPUTS = [("Start Frame", "NodeSocketInt", 1, None), ("Frames", "NodeSocketInt", 1, 1),
+                    ("Frame Step", "NodeSocketInt", 1, 1)]
+
+
+def animation_group():
+    """Points in, points out: position and the canonical attributes set to the scene frame's values, read from
+    the per-frame point attributes (tracks embedded in the .blend)."""
+    ng, build = new_node_group(ANIMATION_GROUP, ANIMATION_INPUTS)
+    if not build:
+        return ng
+    b = NodeBuilder(ng)
+    gin, gout = b.add("NodeGroupInput"), b.add("NodeGroupOutput")
+    t0, t1, w = _frames_around_scene_time(b, gin)
+
+    def frames_of(track):
+        prefix, _, data_type = TRACKS[track]
+        values = []
+        for t in (t0, t1):
+            name = b.add("FunctionNodeFormatString", {"Format": prefix + "_{t:04}"})
+            name.format_items.new("INT", "t")
+            b.set(name.inputs["t"], t)
+            values.append(b.named(data_type, name.outputs[0]))
+        return values[0][0], values[1][0], values[0][1]
+
+    _animate(b, gin, gout, frames_of, w)
+    return ng
+
+
+def referenced_animation_group():
+    """As `animation_group`, with the tracks read from the result's frame folder (frame_cache.py): the two frames
+    around the scene time are loaded by Import PLY nodes (Blender caches what they load) and sampled by point
+    index. "Has Rotation" etc. say which tracks the result has (the others keep the canonical attribute)."""
+    has = [(f"Has {track.title()}", "NodeSocketBool", True, None) for track in TRACKS if track != "position"]
+    ng, build = new_node_group(REFERENCED_ANIMATION_GROUP,
+                               ANIMATION_INPUTS + [("Frame Folder", "NodeSocketString", "", None)] + has)
+    if not build:
+        return ng
+    b = NodeBuilder(ng)
+    gin, gout = b.add("NodeGroupInput"), b.add("NodeGroupOutput")
+    t0, t1, w = _frames_around_scene_time(b, gin)
+    loaded = []
+    for t in (t0, t1):
+        path = b.add("FunctionNodeFormatString", {"Format": "{folder}/" + frame_cache.FRAME_FILE_NODES})
+        path.format_items.new("STRING", "folder")
+        path.format_items.new("INT", "t")
+        b.set(path.inputs["folder"], gin.outputs["Frame Folder"])
+        b.set(path.inputs["t"], t)
+        loaded.append(b.add("GeometryNodeImportPLY", {"Path": path.outputs[0]}).outputs[0])
+    index = b.add("GeometryNodeInputIndex").outputs[0]
+
+    def sample(geometry, data_type, value):
+        return b.add("GeometryNodeSampleIndex", {"Geometry": geometry, "Value": value, "Index": index},
+                     data_type=data_type, domain="POINT").outputs[0]
+
+    def frame_value(track):
+        """The track's value as a field on a loaded frame."""
+        if track == "position":
+            return b.add("GeometryNodeInputPosition").outputs[0]
+        channels = [b.named("FLOAT", name)[0] for name in frame_cache.TRACK_PROPERTIES[track][1]]
+        if track == "opacity":
+            return channels[0]
+        if track == "rotation":
+            return b.add("FunctionNodeQuaternionToRotation", dict(zip("WXYZ", channels))).outputs[0]
+        return b.add("ShaderNodeCombineXYZ", dict(enumerate(channels))).outputs[0]
+
+    def frames_of(track):
+        data_type, value = TRACKS[track][2], frame_value(track)
+        exists = True if track == "position" else gin.outputs[f"Has {track.title()}"]   # the importer says
+        return sample(loaded[0], data_type, value), sample(loaded[1], data_type, value), exists
+
+    _animate(b, gin, gout, frames_of, w)
     return ng
 
 

@@ -13,7 +13,7 @@ import shutil
 import time
 from pathlib import Path
 
-from . import paths
+from . import frame_cache, paths
 
 PROP = "gvf4d_takes"
 UNFINISHED = ("queued", "running", "interrupted")    # interrupted: its backend stopped; it may be run again
@@ -156,6 +156,17 @@ def to_follow(scene) -> list[str]:
             if take["job"] and (take["state"] in UNFINISHED or (take["state"] == "done" and not take.get("result")))]
 
 
+def _transfer(src: Path, dest: Path, move: bool) -> None:
+    """Moves a result and its frame folder (a referenced import's tracks) to dest, or copies what is not there."""
+    for a, b in ((src, dest), (frame_cache.folder_for(src), frame_cache.folder_for(dest))):
+        if not a.exists():
+            continue
+        if move:
+            shutil.move(a, b)
+        elif not b.exists():
+            (shutil.copytree if a.is_dir() else shutil.copy2)(a, b)
+
+
 def relocate(scene, old_blend: str, new_blend: str, transfer: bool = True) -> dict[Path, Path]:
     """Keeps the scene's history valid when the .blend is saved as new_blend (a first save, Save As): with
     `transfer`, results made before the first save move from the temporary folder into the new
@@ -181,10 +192,7 @@ def relocate(scene, old_blend: str, new_blend: str, transfer: bool = True) -> di
             if transfer and src.parent in (unsaved, old_results) and src.parent != new_results and src.is_file():
                 dest = new_results / src.name
                 dest.parent.mkdir(parents=True, exist_ok=True)
-                if src.parent == unsaved:
-                    shutil.move(src, dest)
-                elif not dest.exists():
-                    shutil.copy2(src, dest)
+                _transfer(src, dest, move=src.parent == unsaved)
                 moved[src] = dest
             take["result"] = paths.to_stored(dest, new_blend)
         if new_key in relocated or new_key in data and new_key != key:

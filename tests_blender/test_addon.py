@@ -114,6 +114,12 @@ def test_import_operator_mesh_mode_and_errors(empty_scene, fixture_dir, tmp_path
         assert bpy.ops.gvf4d.import_result(filepath=str(fixture_dir / "shot.gvf4d"), mode="MESH", frame_start=1) == {"FINISHED"}
         obj = bpy.context.view_layer.objects.active
         assert len(obj.data.polygons) == len(exp["faces"])
+        # vertex colours (display values in the file) held linear, as Blender's colour attributes are
+        col = np.empty(len(obj.data.vertices) * 4, np.float32)
+        obj.data.attributes["color"].data.foreach_get("color", col)
+        rgb = exp["rgb"][:40]
+        linear = np.where(rgb <= 0.04045, rgb / 12.92, ((rgb + 0.055) / 1.055) ** 2.4)
+        np.testing.assert_allclose(col.reshape(-1, 4)[:, :3], linear, atol=1e-5)
         np.testing.assert_allclose(evaluated_points(obj, 4), exp["mesh_frames"][3], atol=1e-5)
         bad = tmp_path / "bad.gvf4d"
         bad.write_bytes(b"\x01" * 40)

@@ -11,7 +11,7 @@ from typing import Callable
 
 import numpy as np
 
-from .files import atomic_output
+from ..atomic_file import atomic_output
 
 GLB_MAGIC, GLB_VERSION = 0x46546C67, 2
 CHUNK_JSON, CHUNK_BIN = 0x4E4F534A, 0x004E4942

@@ -18,7 +18,8 @@ from dataclasses import replace
 
 import numpy as np
 
-from ..importer import SH_C0
+from ..color_space import srgb_to_linear
+from ..frame_cache import SH_C0
 from . import source
 from .glb import ARRAY_BUFFER, ELEMENT_ARRAY_BUFFER, GlbWriter
 from .splat import SH_BANDS, Similarity, Splat, sh_degree
@@ -26,12 +27,6 @@ from .splat import SH_BANDS, Similarity, Splat, sh_degree
 KHR_GAUSSIAN_SPLATTING = "KHR_gaussian_splatting"
 MODE_POINTS, MODE_TRIANGLES = 0, 4
 Y_UP = np.array([[1.0, 0, 0, 0], [0, 0, 1, 0], [0, -1, 0, 0], [0, 0, 0, 1]])   # Blender (Z up) -> glTF (Y up)
-
-
-def srgb_to_linear(rgb: np.ndarray) -> np.ndarray:
-    """Display (sRGB-encoded) values in [0, 1] -> linear, as glTF's COLOR_0 holds them."""
-    rgb = np.clip(np.asarray(rgb, np.float64), 0.0, 1.0)
-    return np.where(rgb <= 0.04045, rgb / 12.92, ((rgb + 0.055) / 1.055) ** 2.4)
 
 
 def _scene(glb: GlbWriter, obj, primitive: dict, **mesh) -> None:

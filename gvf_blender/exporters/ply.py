@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from . import source
-from .files import atomic_output
+from ..atomic_file import atomic_output
 from .splat import Similarity, Splat
 
 PLY_SH_COEFFICIENTS = 15   # bands 1-3: viewers built on the reference 3DGS code expect 45 f_rest properties

@@ -29,6 +29,11 @@ class GVF4D_OT_import(bpy.types.Operator, ImportHelper):
         ("AUTO", "Auto", "Where the artist's mesh or splat was when the canonical came from one, else the origin"),
         ("ASSET", "Asset", "Undo the result's normalisation: where the artist's mesh or splat was"),
         ("ORIGIN", "Origin", "The result's own space, centred at the origin")])
+    frame_data: bpy.props.EnumProperty(name="Frame data", default="AUTO", items=[
+        ("AUTO", "Auto", "Embedded up to 512 MiB of per-frame data (e.g. 200k splats × 50 frames), referenced above"),
+        ("EMBEDDED", "Embedded", "Every frame as point attributes saved in the .blend: self-contained, large"),
+        ("REFERENCED", "Referenced", "Every frame in a folder beside the result (NAME.frames/, one PLY per frame), "
+                                     "read at the scene frame: the .blend stays small; keep the folder with it")])
     footage_camera: bpy.props.BoolProperty(
         name="Footage camera", default=False,
         description="Also create the camera that sees the plate (the footage as its background) and make it active")
@@ -43,16 +48,26 @@ class GVF4D_OT_import(bpy.types.Operator, ImportHelper):
         self.frame_start = context.scene.frame_start
         return ImportHelper.invoke(self, context, event)
 
+    @staticmethod
+    def _progress(context):
+        """Writing a long shot's frame folder takes a while: the cursor shows how far it is."""
+        wm = context.window_manager
+        wm.progress_begin(0, 100)
+        return lambda t, total: wm.progress_update(100 * t // total)
+
     def execute(self, context):
         try:
             if self.mode == "SPLATS":
                 obj = importer.import_splats(self.filepath, frame_start=self.frame_start, display=self.display,
-                                             placement=self.placement)
+                                             placement=self.placement, frame_data=self.frame_data,
+                                             progress=self._progress(context))
             else:
                 obj = importer.import_mesh(self.filepath, frame_start=self.frame_start, placement=self.placement)
-        except (GVF4DFileError, ValueError) as e:
+        except (GVF4DFileError, ValueError, OSError) as e:
             self.report({"ERROR"}, str(e))
             return {"CANCELLED"}
+        finally:
+            context.window_manager.progress_end()
         context.view_layer.objects.active = obj
         scene, meta = context.scene, open_result(obj).metadata
         if self.footage_camera:

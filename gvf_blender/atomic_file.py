@@ -1,4 +1,4 @@
-"""Writing an export file whole or not at all."""
+"""Writing a file whole or not at all (exports, the frame folder, rerun splats)."""
 from __future__ import annotations
 
 import contextlib

@@ -1,0 +1,129 @@
+"""Long shots' tracks referenced in a frame folder (gvf_blender/frame_cache.py) rather than embedded in the .blend:
+the same animation, a small .blend, the folder reused while current and carried with the result when it moves."""
+import os
+import shutil
+import uuid
+
+import numpy as np
+import pytest
+
+import bpy
+
+TRACKS = (("position", "vector", 3), ("rotation", "value", 4), ("scale", "vector", 3), ("opacity", "value", 1),
+          ("color", "color", 4))
+
+
+def evaluated_tracks(obj, frame, subframe=0.0):
+    """The animation modifier's output (display modifier off) at a scene frame: every track's values."""
+    mod = obj.modifiers["GVF4D Splats"]
+    mod.show_viewport = False
+    bpy.context.scene.frame_set(frame, subframe=subframe)
+    me = obj.evaluated_get(bpy.context.evaluated_depsgraph_get()).data
+    out = {}
+    for name, field, width in TRACKS:
+        values = np.empty(len(me.vertices) * width, np.float32)
+        me.attributes[name].data.foreach_get(field, values)
+        out[name] = values.reshape(len(me.vertices), width)
+    mod.show_viewport = True
+    return out
+
+
+@pytest.fixture()
+def result(empty_scene, fixture_dir, tmp_path):
+    """A copy of the fixture whose every track moves, in a folder of its own."""
+    path = tmp_path / "take.gvf4d"
+    shutil.copy2(fixture_dir / "fidelity.gvf4d", path)
+    return path
+
+
+def test_referenced_frames_play_as_embedded_ones_and_keep_the_blend_small(result, tmp_path):
+    from gvf_blender import frame_cache, importer
+    from gvf_blender.result_file import GVF4DFile
+    f = GVF4DFile(result)
+    embedded = importer.import_splats(result, name="embedded", frame_start=3, frame_data="EMBEDDED")
+    referenced = importer.import_splats(result, name="referenced", frame_start=3, frame_data="REFERENCED")
+    assert (embedded["gvf4d_frame_data"], referenced["gvf4d_frame_data"]) == ("EMBEDDED", "REFERENCED")
+    assert not any(a.name.startswith("gvf_p_") for a in referenced.data.attributes)
+    folder = frame_cache.folder_for(result)
+    assert sorted(p.name for p in folder.iterdir()) == ["cache.json"] + [f"frame_{t:04d}.ply"
+                                                                        for t in range(f.num_frames)]
+    # whole frames, a sub-frame (every track blended), and before and after the range
+    for frame, subframe in ((3, 0.0), (4, 0.25), (5, 0.5), (3 + f.num_frames - 1, 0.0), (0, 0.0), (40, 0.0)):
+        a, b = evaluated_tracks(embedded, frame, subframe), evaluated_tracks(referenced, frame, subframe)
+        for name, *_ in TRACKS:     # rotations: the slerp's float32 rounding differs a little between versions
+            np.testing.assert_allclose(b[name], a[name], atol=1e-5 if name == "rotation" else 1e-6,
+                                       err_msg=f"{name} at frame {frame + subframe}")
+    # the moving tracks really move: frame 4.25 differs from frame 3
+    assert np.abs(evaluated_tracks(referenced, 4, 0.25)["scale"] - evaluated_tracks(referenced, 3)["scale"]).max() > 1e-4
+    # the embedded import's .blend carries every frame; the referenced one's does not
+    sizes = {}
+    for obj in (embedded, referenced):
+        blend = tmp_path / f"{obj.name}.blend"
+        bpy.data.libraries.write(str(blend), {obj}, compress=False)      # the object and what it uses
+        sizes[obj.name] = blend.stat().st_size
+    assert sizes["embedded"] - sizes["referenced"] > 0.5 * frame_cache.track_bytes(f)
+
+
+def test_frame_folder_is_reused_while_current_and_rebuilt_when_not(result):
+    from gvf_blender import frame_cache, importer
+    folder = frame_cache.folder_for(result)
+    importer.import_splats(result, frame_data="REFERENCED")
+    first = folder / "frame_0000.ply"
+    stamp = first.stat().st_mtime_ns
+    importer.import_splats(result, frame_data="REFERENCED")
+    assert first.stat().st_mtime_ns == stamp                     # current: reused as it is
+    (folder / "frame_0002.ply").unlink()                          # a frame missing: rebuilt
+    importer.import_splats(result, frame_data="REFERENCED")
+    assert (folder / "frame_0002.ply").is_file() and first.stat().st_mtime_ns != stamp
+    stamp = first.stat().st_mtime_ns
+    os.utime(result, ns=(result.stat().st_atime_ns, result.stat().st_mtime_ns + 10**9))   # the result changed
+    importer.import_splats(result, frame_data="REFERENCED")
+    assert first.stat().st_mtime_ns != stamp
+
+
+def test_a_frame_folder_that_cannot_be_written_is_one_error_naming_it(result):
+    import gvf_blender
+    from gvf_blender import frame_cache
+    frame_cache.folder_for(result).write_text("not a folder")
+    gvf_blender.register()
+    try:
+        objects = len(bpy.data.objects)
+        with pytest.raises(RuntimeError, match="cannot write its frame folder .*take.frames"):
+            bpy.ops.gvf4d.import_result(filepath=str(result), frame_data="REFERENCED")
+        assert len(bpy.data.objects) == objects
+        assert bpy.ops.gvf4d.import_result(filepath=str(result), frame_data="EMBEDDED") == {"FINISHED"}
+    finally:
+        gvf_blender.unregister()
+
+
+def test_frame_folder_moves_with_the_result_into_the_saved_project(empty_scene, fixture_dir, tmp_path):
+    """A take made before the first save lives in the temporary results folder; saving moves it with its frame
+    folder into //gvf4d_results/, the animation then reads '//gvf4d_results/NAME.frames' and still plays after
+    the whole project folder moves."""
+    from gvf_blender import frame_cache, handlers, importer, paths, splat_nodes, takes
+    unsaved = paths.results_dir("") / f"take_{uuid.uuid4().hex[:8]}.gvf4d"
+    unsaved.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(fixture_dir / "fidelity.gvf4d", unsaved)
+    footage = tmp_path / "project" / "plate.mp4"
+    footage.parent.mkdir()
+    footage.write_bytes(b"plate")
+    takes.add_take(bpy.context.scene, str(footage), {}, "job-1", result=str(unsaved))
+    obj = importer.import_splats(unsaved, frame_data="REFERENCED")
+    name = obj.name
+    expected = evaluated_tracks(obj, 2, 0.5)
+    handlers.register()
+    try:
+        bpy.ops.wm.save_as_mainfile(filepath=str(tmp_path / "project" / "shot.blend"))
+    finally:
+        handlers.unregister()
+    assert not unsaved.exists() and not frame_cache.folder_for(unsaved).exists()
+    stored = f"//gvf4d_results/{unsaved.stem}.frames"
+    assert splat_nodes.group_input(obj.modifiers["GVF4D Animation"], "Frame Folder") == stored
+    assert (tmp_path / "project" / stored[2:] / "frame_0000.ply").is_file()
+    np.testing.assert_allclose(evaluated_tracks(obj, 2, 0.5)["position"], expected["position"], atol=1e-6)
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+    shutil.move(tmp_path / "project", tmp_path / "moved")
+    bpy.ops.wm.open_mainfile(filepath=str(tmp_path / "moved" / "shot.blend"))
+    obj = bpy.data.objects[name]
+    for name, *_ in TRACKS:
+        np.testing.assert_allclose(evaluated_tracks(obj, 2, 0.5)[name], expected[name], atol=1e-6)
