@@ -33,7 +33,8 @@ class GVF4D_OT_import(bpy.types.Operator, ImportHelper):
         ("AUTO", "Auto", "Embedded up to 512 MiB of per-frame data (e.g. 200k splats × 50 frames), referenced above"),
         ("EMBEDDED", "Embedded", "Every frame as point attributes saved in the .blend: self-contained, large"),
         ("REFERENCED", "Referenced", "Every frame in a folder beside the result (NAME.frames/, one PLY per frame), "
-                                     "read at the scene frame: the .blend stays small; keep the folder with it")])
+                                     "read at the scene frame: the .blend stays small; keep the folder with it. "
+                                     "Blender keeps read frames up to Preferences > System > Memory Cache Limit")])
     footage_camera: bpy.props.BoolProperty(
         name="Footage camera", default=False,
         description="Also create the camera that sees the plate (the footage as its background) and make it active")
