@@ -3,10 +3,12 @@ timer (never blocking for long), download each finished result and import it as 
 
 Followed jobs are kept by (scene name, job id) while the add-on is registered; the load handler follows an
 opened .blend's unfinished takes again, so a job still running, or finished while Blender was closed, is picked
-up. Progress shows the stage, its share done and an estimate of the time left in it.
+up. Progress shows the stage, its share done and an estimate of the time left in it. A long shot's frame folder
+(frame_cache.py) is written in a thread before its import, so Blender stays responsive meanwhile.
 """
 from __future__ import annotations
 
+import threading
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -15,8 +17,9 @@ from typing import Callable
 
 import bpy
 
-from . import connection, importer, lifecycle, paths, takes
+from . import connection, frame_cache, importer, lifecycle, paths, takes
 from .backend import Backend, BackendError, BackendStarting, NoBackend
+from .result_file import GVF4DFile
 
 FINISHED = ("done", "failed", "cancelled", "interrupted")
 POLL_INTERVAL = 0.5            # seconds between the timer's polls
@@ -47,7 +50,22 @@ class Pending:
     take_fields: dict
 
 
+@dataclass
+class Preparing:
+    """A done take whose frame folder a thread writes before it is imported: frames written so far, of how many,
+    and the error that stopped it."""
+    scene: str
+    key: str
+    take: dict
+    reused: str
+    thread: threading.Thread | None = None
+    written: int = 0
+    frames: int = 0
+    error: str | None = None
+
+
 _followed: dict[tuple[str, str], Followed] = {}
+_preparing: dict[tuple[str, str], Preparing] = {}
 _pending: list[Pending] = []
 _starting: lifecycle.BackendProcess | None = None    # a backend this session started, awaited by the timer
 _next_health = 0.0
@@ -187,8 +205,8 @@ def await_backend(process: lifecycle.BackendProcess) -> None:
 
 
 def busy() -> bool:
-    """Whether the timer has anything to do (jobs to follow, a backend starting)."""
-    return bool(_followed or _pending or _starting is not None)
+    """Whether the timer has anything to do (jobs to follow, frame folders being written, a backend starting)."""
+    return bool(_followed or _preparing or _pending or _starting is not None)
 
 
 def stop_following() -> None:
@@ -196,6 +214,7 @@ def stop_following() -> None:
     if bpy.app.timers.is_registered(follow_step):
         bpy.app.timers.unregister(follow_step)
     _followed.clear()
+    _preparing.clear()         # a thread still writing finishes its folder; the take is followed again on reopen
     _pending.clear()
     _starting = None
 
@@ -273,8 +292,10 @@ def follow_step() -> float | None:
     context = bpy.context
     if _starting is not None and not _backend_ready(context):
         return POLL_INTERVAL
+    prepared = _step_frame_folders()
     if not _followed:
-        return None
+        _status_bar(prepared)
+        return POLL_INTERVAL if busy() else None
     try:
         backend = connection.connect(context)
     except BackendError as e:           # followed again when the backend is started or checked
@@ -282,9 +303,9 @@ def follow_step() -> float | None:
             if scene_name in bpy.data.scenes:
                 bpy.data.scenes[scene_name].gvf4d.status = str(e)
         _followed.clear()
-        _status_bar(None)
-        return None
-    status = None
+        _status_bar(prepared)
+        return POLL_INTERVAL if busy() else None
+    status = prepared
     for (scene_name, job_id), followed in list(_followed.items()):
         scene = bpy.data.scenes.get(scene_name)
         if followed.on_change is not None:
@@ -310,13 +331,14 @@ def follow_step() -> float | None:
         if job["state"] in FINISHED:
             _followed.pop((scene_name, job_id))
             if job["state"] == "done":
-                try:
-                    import_take(scene, key, take)
-                except (ValueError, OSError) as e:     # GVF4DFileError is a ValueError
-                    settings.status = f"take {take['index']} done, but its import failed: {e}"
-                    continue
                 reused = ", ".join(job.get("reused_stages") or []) or "no"
-                settings.status = f"take {take['index']} imported ({reused} stages reused)"
+                prep = Preparing(scene_name, key, take, reused)
+                if not _start_frame_folder(prep):
+                    _import_done(scene, prep)
+                else:       # followed again after a reopen until imported (takes.to_follow)
+                    takes.update_take(scene, key, take["index"], importing=True)
+                    _preparing[(scene_name, job_id)] = prep
+                    status = settings.status = f"take {take['index']}: writing its frame folder"
             elif job["state"] == "failed" and (job.get("error") or "").startswith(OUT_OF_MEMORY):
                 settings.status = f"take {take['index']} ran out of GPU memory: see the advice below"
             else:
@@ -324,8 +346,64 @@ def follow_step() -> float | None:
     if _followed and time.monotonic() >= _next_health:
         _next_health = time.monotonic() + HEALTH_INTERVAL
         connection.refresh(context)
-    _status_bar(status if _followed else None)
+    _status_bar(status if _followed or _preparing else None)
     return POLL_INTERVAL if busy() else None
+
+
+def _start_frame_folder(prep: Preparing) -> bool:
+    """Starts writing the take's frame folder in a thread when its import will reference one that is not
+    current (a long shot imported as splats). Returns whether it started."""
+    scene = bpy.data.scenes[prep.scene]
+    if prep.take.get("import_as", scene.gvf4d.import_as) == "MESH":
+        return False
+    try:
+        f = GVF4DFile(paths.to_absolute(prep.take["result"]))
+    except (ValueError, OSError):
+        return False                    # the import reports it
+    if not importer.references_frames(f, "AUTO") or frame_cache.is_current(frame_cache.folder_for(f.path), f):
+        return False
+    prep.frames = f.num_frames
+
+    def write():
+        try:
+            frame_cache.write(f, progress=lambda t, _: setattr(prep, "written", t))
+        except (ValueError, OSError) as e:
+            prep.error = str(e)
+    prep.thread = threading.Thread(target=write, name="gvf4d frame folder", daemon=True)
+    prep.thread.start()
+    return True
+
+
+def _import_done(scene, prep: Preparing) -> None:
+    """Imports a done take and says so in the panel (or why it could not)."""
+    index = prep.take["index"]
+    try:
+        if prep.error:
+            raise OSError(prep.error)
+        import_take(scene, prep.key, prep.take)
+    except (ValueError, OSError) as e:     # GVF4DFileError is a ValueError
+        scene.gvf4d.status = f"take {index} done, but its import failed: {e}"
+        return
+    finally:
+        takes.update_take(scene, prep.key, index, importing=False)
+    scene.gvf4d.status = f"take {index} imported ({prep.reused} stages reused)"
+
+
+def _step_frame_folders() -> str | None:
+    """Imports the takes whose frame folder is written; the progress of those still being written."""
+    status = None
+    for job_key, prep in list(_preparing.items()):
+        scene = bpy.data.scenes.get(prep.scene)
+        if scene is None:
+            _preparing.pop(job_key)
+        elif prep.thread.is_alive():
+            status = scene.gvf4d.status = \
+                f"take {prep.take['index']}: writing its frame folder, {prep.written}/{prep.frames} frames"
+            scene.gvf4d.progress = prep.written / max(prep.frames, 1)
+        else:
+            _preparing.pop(job_key)
+            _import_done(scene, prep)
+    return status
 
 
 def _status_bar(text: str | None) -> None:

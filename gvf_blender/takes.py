@@ -151,9 +151,10 @@ def find_job(scene, job_id: str) -> tuple[str, dict] | None:
 
 def to_follow(scene) -> list[str]:
     """The jobs of the scene's takes that may still change: queued, running or interrupted when last seen, or
-    done but not downloaded (Blender was closed meanwhile)."""
+    done but not downloaded or not imported (Blender was closed meanwhile)."""
     return [take["job"] for entry in _load(scene).values() for take in entry["takes"]
-            if take["job"] and (take["state"] in UNFINISHED or (take["state"] == "done" and not take.get("result")))]
+            if take["job"] and (take["state"] in UNFINISHED
+                                or take["state"] == "done" and (not take.get("result") or take.get("importing")))]
 
 
 def _transfer(src: Path, dest: Path, move: bool) -> None:

@@ -151,3 +151,25 @@ def test_selected_object_as_canonical_mesh(addon, fixture_dir):
     assert accessor["count"] >= len(sphere.data.vertices)
     bpy.data.objects.remove(sphere)
     s.canonical_source, s.import_as = "splat", "SPLATS"
+
+
+def test_a_long_take_writes_its_frame_folder_in_a_thread_then_imports(backend, addon, fixture_dir, monkeypatch):
+    """A result past the embedding limit (lowered here, so a 4-frame take counts as long) is imported referencing
+    its frame folder, written in a thread while the timer keeps running and shows how far it is."""
+    from gvf_blender import frame_cache, importer, jobs, paths, takes
+    monkeypatch.setattr(importer, "EMBED_LIMIT", 0)
+    s = bpy.context.scene.gvf4d
+    s.footage, s.canonical = str(fixture_dir / "footage"), str(fixture_dir / "canonical.ply")
+    s.frames, s.fit_iterations = 4, 2
+    assert bpy.ops.gvf4d.generate() == {"FINISHED"}
+    seen, t0 = [], time.time()
+    while jobs.follow_step() is not None:
+        seen.append(s.status)
+        assert time.time() - t0 < 300, s.status
+        time.sleep(0.05)
+    assert any("writing its frame folder" in status for status in seen), seen
+    take = takes.takes(bpy.context.scene, str(fixture_dir / "footage"))[-1]
+    assert take["state"] == "done" and not take["importing"] and "imported" in s.status
+    obj = next(o for o in bpy.context.scene.objects if o.get("gvf4d_take") == take["index"])
+    assert obj["gvf4d_frame_data"] == "REFERENCED"
+    assert frame_cache.folder_for(paths.to_absolute(take["result"])).joinpath("cache.json").is_file()
