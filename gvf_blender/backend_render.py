@@ -1,7 +1,8 @@
 """Render with the backend (docs/render.md), the parts that need no operator: the Blender camera as the backend's
 renderer takes it (camera JSON), the plan of a render (the result's frames under the scene's range, one camera per
 frame), the job's request, the downloaded EXR sequence as an image, and the compositor that puts it over Blender's
-own render by depth.
+own render by depth; the render jobs a scene waits for, kept in the .blend so they are followed again after a
+reopen, and what following one does in Blender (`RenderFollower`).
 
 The backend renders the result in its own space, and the imported object may sit anywhere (its placement, or
 moved by the artist), so each camera is given relative to the object: matrix_world⁻¹ · camera.matrix_world. A
@@ -10,7 +11,8 @@ multiplies it by s before comparing it with Blender's Z pass.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import bpy
@@ -18,6 +20,7 @@ import bpy
 from . import paths
 
 RENDERS_FOLDER = "gvf4d_renders"
+RENDER_JOBS = "gvf4d_render_jobs"       # scene property: JSON {job id: its plan and options} while it runs
 COMPOSITOR_GROUP = "GVF4D Composite"    # the compositor node group made for a scene without one
 UNIFORM_TOLERANCE = 1e-4                # relative: an object scale this close to uniform counts as uniform
 
@@ -211,3 +214,61 @@ def setup_compositor(scene, image: bpy.types.Image, plan: RenderPlan) -> bpy.typ
         output.location = (x + 150, y)
     _render_layers(tree, scene)          # the Z pass on (again: the artist may have switched it off)
     return tree
+
+
+def remember(scene, job_id: str, plan: RenderPlan, hide_object: bool) -> None:
+    """Records a render job the scene waits for, so that a reopened .blend follows it again."""
+    jobs = json.loads(scene.get(RENDER_JOBS, "{}"))
+    fields = asdict(plan)
+    fields.update(result=paths.to_stored(plan.result), frames=[plan.frames.start, plan.frames.stop])
+    jobs[job_id] = {"plan": fields, "hide_object": hide_object}
+    scene[RENDER_JOBS] = json.dumps(jobs)
+
+
+def forget(scene, job_id: str) -> None:
+    jobs = json.loads(scene.get(RENDER_JOBS, "{}"))
+    if jobs.pop(job_id, None) is not None:
+        scene[RENDER_JOBS] = json.dumps(jobs)
+
+
+def remembered(scene) -> dict[str, "RenderFollower"]:
+    """The scene's render jobs still waited for: job id -> its follower."""
+    followers = {}
+    for job_id, entry in json.loads(scene.get(RENDER_JOBS, "{}")).items():
+        fields = dict(entry["plan"])
+        fields.update(result=paths.to_absolute(fields["result"]), frames=range(*fields["frames"]))
+        followers[job_id] = RenderFollower(RenderPlan(**fields), entry["hide_object"])
+    return followers
+
+
+@dataclass
+class RenderFollower:
+    """What a render job does in Blender as the timer follows it (jobs.follow's on_change): its progress in the
+    panel; once done, the frames downloaded into //gvf4d_renders/<object>/, loaded as an image sequence and
+    composited, the object hidden in Blender's render when asked. A finished job is forgotten by the scene."""
+
+    plan: RenderPlan
+    hide_object: bool
+
+    def __call__(self, scene, backend, job: dict, text: str) -> None:
+        s, name = scene.gvf4d, self.plan.object_name
+        s.status, s.progress = f"render of {name}: {text}", job["progress"]
+        if job["state"] in ("failed", "cancelled", "interrupted"):
+            s.status = f"render of {name} {job['state']}: {job.get('error') or ''}"
+            forget(scene, job["id"])
+        if job["state"] != "done":
+            return
+        folder = renders_dir(name)
+        for t in self.plan.frames:
+            backend.download(job["id"], frame_file(t), folder / frame_file(t))
+        forget(scene, job["id"])
+        try:
+            image = load_sequence(folder, self.plan)
+            setup_compositor(scene, image, self.plan)
+        except (ValueError, RuntimeError) as e:
+            s.status = f"render of {name}: frames in {folder}, but the compositor could not be set up: {e}"
+            return
+        obj = scene.objects.get(name)
+        if self.hide_object and obj is not None:
+            obj.hide_render = True
+        s.status = f"{name}: {len(self.plan.frames)} frames rendered by the backend, composited by depth"

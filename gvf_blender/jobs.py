@@ -17,7 +17,7 @@ from typing import Callable
 
 import bpy
 
-from . import connection, frame_cache, importer, lifecycle, paths, takes
+from . import backend_render, connection, frame_cache, importer, lifecycle, paths, takes
 from .backend import Backend, BackendError, BackendStarting, NoBackend
 from .result_file import GVF4DFile
 
@@ -181,10 +181,13 @@ def follow(scene, job_id: str, on_change=None) -> None:
 
 
 def follow_open_file() -> None:
-    """Follows the takes of every scene that may still change (after a .blend is opened, a backend started)."""
+    """Follows the takes of every scene that may still change and the render jobs it waits for (after a .blend
+    is opened, a backend started)."""
     for scene in bpy.data.scenes:
         for job_id in takes.to_follow(scene):
             follow(scene, job_id)
+        for job_id, follower in backend_render.remembered(scene).items():
+            follow(scene, job_id, follower)
 
 
 def followed_job(scene, footage: str) -> str | None:
@@ -278,6 +281,8 @@ def _poll_job(scene, backend: Backend, followed: Followed) -> str | None:
             followed.on_change(scene, backend, job, text)
     except (BackendError, OSError) as e:        # OSError: writing a download failed
         scene.gvf4d.status = str(e)
+        if getattr(e, "status", None) == 404:      # the backend lost the job: not followed after a reopen either
+            backend_render.forget(scene, followed.job)
         job = None
     if job is None or job["state"] in FINISHED:
         _followed.pop((followed.scene, followed.job))

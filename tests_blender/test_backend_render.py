@@ -229,3 +229,34 @@ def test_operator_renders_through_a_backend_and_composites(backend, addon, resul
     assert "2 frames rendered by the backend" in scene.gvf4d.status, scene.gvf4d.status
     assert [p.name for p in (backend[1] / "uploads").rglob("*.gvf4d")] == ["dot.gvf4d"]
     assert len(scene.compositing_node_group.nodes) == nodes
+
+
+def test_a_render_job_is_followed_again_after_the_blend_is_reopened(backend, addon, results,  # noqa: F811
+                                                                    tmp_path):
+    """Saved and reopened while its render job is in flight, the .blend still gets its frames composited; a
+    finished job is forgotten."""
+    from gvf_blender import backend_render, importer, jobs
+    scene = bpy.context.scene
+    blend = tmp_path / "shot.blend"
+    bpy.ops.wm.save_as_mainfile(filepath=str(blend))
+    scene.frame_start, scene.frame_end = 1, 3
+    scene.render.resolution_x, scene.render.resolution_y = 32, 24
+    obj = importer.import_splats(str(results / "dot.gvf4d"), frame_start=2, display="points")
+    bpy.context.view_layer.objects.active = obj
+    name = obj.name
+    cam = camera_object("cam")
+    cam.location, cam.rotation_euler = (0.0, -3.0, 0.0), (np.pi / 2, 0.0, 0.0)
+    assert bpy.ops.gvf4d.render_with_backend() == {"FINISHED"}
+    assert list(backend_render.remembered(scene)) and jobs.busy()
+    bpy.ops.wm.save_mainfile()
+    bpy.ops.wm.read_factory_settings(use_empty=True)       # closing the .blend stops following its jobs
+    assert not jobs.busy()
+    bpy.ops.wm.open_mainfile(filepath=str(blend))            # the load handler follows them again
+    assert jobs.busy()
+    follow()
+    scene = bpy.context.scene
+    assert "2 frames rendered by the backend" in scene.gvf4d.status, scene.gvf4d.status
+    assert sorted(p.name for p in (tmp_path / "gvf4d_renders" / name).iterdir()) == \
+        ["frame_0000.exr", "frame_0001.exr"]
+    assert f"GVF4D {name} Z Combine" in scene.compositing_node_group.nodes
+    assert backend_render.remembered(scene) == {}

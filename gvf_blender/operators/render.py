@@ -2,43 +2,11 @@
 over the frame range, downloaded as an EXR sequence and composited over Blender's render by depth
 (backend_render.py holds the parts that need no operator)."""
 import uuid
-from dataclasses import dataclass
 
 import bpy
 
 from .. import backend_render, connection, jobs
-from ..backend import Backend, BackendError
-
-
-@dataclass
-class RenderFollower:
-    """What a render job does in Blender as the timer follows it (jobs.follow's on_change): its progress in the
-    panel; once done, the frames downloaded into //gvf4d_renders/<object>/, loaded as an image sequence and
-    composited, the object hidden in Blender's render when asked."""
-
-    plan: backend_render.RenderPlan
-    hide_object: bool
-
-    def __call__(self, scene, backend: Backend, job: dict, text: str) -> None:
-        s, name = scene.gvf4d, self.plan.object_name
-        s.status, s.progress = f"render of {name}: {text}", job["progress"]
-        if job["state"] in ("failed", "cancelled", "interrupted"):
-            s.status = f"render of {name} {job['state']}: {job.get('error') or ''}"
-        if job["state"] != "done":
-            return
-        folder = backend_render.renders_dir(name)
-        for t in self.plan.frames:
-            backend.download(job["id"], backend_render.frame_file(t), folder / backend_render.frame_file(t))
-        try:
-            image = backend_render.load_sequence(folder, self.plan)
-            backend_render.setup_compositor(scene, image, self.plan)
-        except (ValueError, RuntimeError) as e:
-            s.status = f"render of {name}: frames in {folder}, but the compositor could not be set up: {e}"
-            return
-        obj = scene.objects.get(name)
-        if self.hide_object and obj is not None:
-            obj.hide_render = True
-        s.status = f"{name}: {len(self.plan.frames)} frames rendered by the backend, composited by depth"
+from ..backend import BackendError
 
 
 class GVF4D_OT_render_with_backend(bpy.types.Operator):
@@ -71,7 +39,8 @@ class GVF4D_OT_render_with_backend(bpy.types.Operator):
         except (BackendError, ValueError, OSError) as e:
             self.report({"ERROR"}, str(e))
             return {"CANCELLED"}
-        jobs.follow(scene, job["id"], RenderFollower(plan, self.hide_object))
+        backend_render.remember(scene, job["id"], plan, self.hide_object)
+        jobs.follow(scene, job["id"], backend_render.RenderFollower(plan, self.hide_object))
         scene.gvf4d.status = f"render of {obj.name} queued ({len(plan.frames)} frames)"
         scene.gvf4d.progress = 0.0
         return {"FINISHED"}
