@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -119,7 +120,7 @@ class Backend:
         """Sends a file to the backend (PUT /v1/uploads); returns its path on the backend's machine."""
         path = Path(path)
         with open(path, "rb") as f:
-            answer = self._request("PUT", f"/v1/uploads/{upload_id}/{path.name}", f,
+            answer = self._request("PUT", f"/v1/uploads/{upload_id}/{urllib.parse.quote(path.name)}", f,
                                    {"Content-Type": "application/octet-stream",
                                     "Content-Length": str(path.stat().st_size)})
             with answer as r:

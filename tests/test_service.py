@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.parse
 from pathlib import Path
 
 import pytest
@@ -256,6 +257,13 @@ def test_uploaded_footage_and_splat(server, shot):
         folder = Path(info["folder"])
     assert raw(server, "PUT", "/v1/uploads/0123abcd/..%2Fescape", good)[0] in (404, 422)
     assert raw(server, "PUT", "/v1/uploads/nothex!/a.png", good)[0] == 422
+    # artists' file names: spaces and any script pass (URL-quoted), hidden names do not
+    for name in ("hero plate v2.png", "café ファイル.png"):
+        c = http.client.HTTPConnection(server.info["host"], server.info["port"], timeout=30)
+        c.request("PUT", f"/v1/uploads/0456abcd/{urllib.parse.quote(name)}", body=b"x", headers=good)
+        r = c.getresponse()
+        assert r.status == 201 and Path(json.loads(r.read())["file"]).name == name
+    assert raw(server, "PUT", "/v1/uploads/0456abcd/.%20hidden", good)[0] == 422
     c = server.client   # the folder is an image sequence: the .ply beside the frames is not an image
     job = wait(c, c.submit({**job_body(shot), "footage": str(folder), "canonical_path": str(folder / "canonical.ply")})["id"])
     assert job["state"] == "done", job

@@ -27,7 +27,7 @@ from starlette.requests import ClientDisconnect
 from .. import __version__
 from ..atomic import atomic_output
 from ..limits import Limits
-from ..validation import RequestError, check_free_space, finite, is_disk_full
+from ..validation import RequestError, check_free_space, check_name, finite, is_disk_full
 from .jobs import JOB_KINDS, JobBody, check_job, resolve_result_job
 from .server import UPLOAD_STALL_S
 from .store import FINISHED, JobStore
@@ -148,8 +148,9 @@ def create_app(store: JobStore, worker: Worker, token: str, allowed_hosts: set[s
         `result` = an uploaded .gvf4d. For a backend on another machine. A declared size over the limit is refused
         before any byte is read (413); the bytes go to a temp file of this request alone, renamed into place once
         complete and removed in every other outcome."""
-        if not re.fullmatch(r"[0-9a-f]{8,32}", upload_id) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}", name):
-            raise HTTPException(422, "upload id must be 8-32 hex digits and the name a plain file name")
+        if not re.fullmatch(r"[0-9a-f]{8,32}", upload_id):
+            raise HTTPException(422, "upload id must be 8-32 hex digits")
+        check_name("upload name", name)      # artists' names: spaces and any script, never a path or hidden
         cap = limits.max_upload_bytes
         declared = request.headers.get("content-length")
         if declared is not None and not declared.isdigit():
