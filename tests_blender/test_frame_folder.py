@@ -9,23 +9,9 @@ import pytest
 
 import bpy
 
-TRACKS = (("position", "vector", 3), ("rotation", "value", 4), ("scale", "vector", 3), ("opacity", "value", 1),
-          ("color", "color", 4))
+from test_splat_fidelity import evaluated_points as evaluated_tracks
 
-
-def evaluated_tracks(obj, frame, subframe=0.0):
-    """The animation modifier's output (display modifier off) at a scene frame: every track's values."""
-    mod = obj.modifiers["GVF4D Splats"]
-    mod.show_viewport = False
-    bpy.context.scene.frame_set(frame, subframe=subframe)
-    me = obj.evaluated_get(bpy.context.evaluated_depsgraph_get()).data
-    out = {}
-    for name, field, width in TRACKS:
-        values = np.empty(len(me.vertices) * width, np.float32)
-        me.attributes[name].data.foreach_get(field, values)
-        out[name] = values.reshape(len(me.vertices), width)
-    mod.show_viewport = True
-    return out
+TRACKS = ("position", "rotation", "scale", "opacity", "color")
 
 
 @pytest.fixture()
@@ -50,7 +36,7 @@ def test_referenced_frames_play_as_embedded_ones_and_keep_the_blend_small(result
     # whole frames, a sub-frame (every track blended), and before and after the range
     for frame, subframe in ((3, 0.0), (4, 0.25), (5, 0.5), (3 + f.num_frames - 1, 0.0), (0, 0.0), (40, 0.0)):
         a, b = evaluated_tracks(embedded, frame, subframe), evaluated_tracks(referenced, frame, subframe)
-        for name, *_ in TRACKS:     # rotations: the slerp's float32 rounding differs a little between versions
+        for name in TRACKS:     # rotations: the slerp's float32 rounding differs a little between versions
             np.testing.assert_allclose(b[name], a[name], atol=1e-5 if name == "rotation" else 1e-6,
                                        err_msg=f"{name} at frame {frame + subframe}")
     # the moving tracks really move: frame 4.25 differs from frame 3
@@ -125,5 +111,5 @@ def test_frame_folder_moves_with_the_result_into_the_saved_project(empty_scene, 
     shutil.move(tmp_path / "project", tmp_path / "moved")
     bpy.ops.wm.open_mainfile(filepath=str(tmp_path / "moved" / "shot.blend"))
     obj = bpy.data.objects[name]
-    for name, *_ in TRACKS:
+    for name in TRACKS:
         np.testing.assert_allclose(evaluated_tracks(obj, 2, 0.5)[name], expected[name], atol=1e-6)
