@@ -183,6 +183,39 @@ def _animate(b: NodeBuilder, gin, gout, frames_of, w) -> None:
     b.tree.links.new(g, gout.inputs[0])
 
 
+def track_attribute_name(b: NodeBuilder, track: str, t):
+    """The name of the point attribute holding frame t (a socket) of an embedded track, e.g. gvf_p_0004."""
+    name = b.add("FunctionNodeFormatString", {"Format": TRACKS[track][0] + "_{t:04}"})
+    name.format_items.new("INT", "t")
+    b.set(name.inputs["t"], t)
+    return name.outputs[0]
+
+
+def load_frame(b: NodeBuilder, folder, t):
+    """The geometry of frame t (a socket) in a frame folder (frame_cache.py), loaded by an Import PLY node."""
+    path = b.add("FunctionNodeFormatString", {"Format": "{folder}/" + frame_cache.FRAME_FILE_NODES})
+    path.format_items.new("STRING", "folder")
+    path.format_items.new("INT", "t")
+    b.set(path.inputs["folder"], folder)
+    b.set(path.inputs["t"], t)
+    return b.add("GeometryNodeImportPLY", {"Path": path.outputs[0]}).outputs[0]
+
+
+def sample_by_index(b: NodeBuilder, geometry, data_type: str, value):
+    """A field evaluated on another geometry with the same points (a loaded frame), read at each point's index."""
+    return b.add("GeometryNodeSampleIndex", {"Geometry": geometry, "Value": value,
+                                             "Index": b.add("GeometryNodeInputIndex").outputs[0]},
+                 data_type=data_type, domain="POINT").outputs[0]
+
+
+def frame_position(b: NodeBuilder, t, folder=None):
+    """Result frame t's positions (a field): the embedded attribute, or with `folder` (a socket) the frame
+    folder's file."""
+    if folder is None:
+        return b.named("FLOAT_VECTOR", track_attribute_name(b, "position", t))[0]
+    return sample_by_index(b, load_frame(b, folder, t), "FLOAT_VECTOR", b.add("GeometryNodeInputPosition").outputs[0])
+
+
 ANIMATION_INPUTS = [("Start Frame", "NodeSocketInt", 1, None), ("Frames", "NodeSocketInt", 1, 1),
                     ("Frame Step", "NodeSocketInt", 1, 1)]
 
@@ -198,14 +231,9 @@ def animation_group():
     t0, t1, w = _frames_around_scene_time(b, gin)
 
     def frames_of(track):
-        prefix, _, data_type = TRACKS[track]
-        values = []
-        for t in (t0, t1):
-            name = b.add("FunctionNodeFormatString", {"Format": prefix + "_{t:04}"})
-            name.format_items.new("INT", "t")
-            b.set(name.inputs["t"], t)
-            values.append(b.named(data_type, name.outputs[0]))
-        return values[0][0], values[1][0], values[0][1]
+        data_type = TRACKS[track][2]
+        (a, exists), (c, _) = (b.named(data_type, track_attribute_name(b, track, t)) for t in (t0, t1))
+        return a, c, exists
 
     _animate(b, gin, gout, frames_of, w)
     return ng
@@ -223,19 +251,7 @@ def referenced_animation_group():
     b = NodeBuilder(ng)
     gin, gout = b.add("NodeGroupInput"), b.add("NodeGroupOutput")
     t0, t1, w = _frames_around_scene_time(b, gin)
-    loaded = []
-    for t in (t0, t1):
-        path = b.add("FunctionNodeFormatString", {"Format": "{folder}/" + frame_cache.FRAME_FILE_NODES})
-        path.format_items.new("STRING", "folder")
-        path.format_items.new("INT", "t")
-        b.set(path.inputs["folder"], gin.outputs["Frame Folder"])
-        b.set(path.inputs["t"], t)
-        loaded.append(b.add("GeometryNodeImportPLY", {"Path": path.outputs[0]}).outputs[0])
-    index = b.add("GeometryNodeInputIndex").outputs[0]
-
-    def sample(geometry, data_type, value):
-        return b.add("GeometryNodeSampleIndex", {"Geometry": geometry, "Value": value, "Index": index},
-                     data_type=data_type, domain="POINT").outputs[0]
+    loaded = [load_frame(b, gin.outputs["Frame Folder"], t) for t in (t0, t1)]
 
     def frame_value(track):
         """The track's value as a field on a loaded frame."""
@@ -251,7 +267,8 @@ def referenced_animation_group():
     def frames_of(track):
         data_type, value = TRACKS[track][2], frame_value(track)
         exists = True if track == "position" else gin.outputs[f"Has {track.title()}"]   # the importer says
-        return sample(loaded[0], data_type, value), sample(loaded[1], data_type, value), exists
+        a, c = (sample_by_index(b, geometry, data_type, value) for geometry in loaded)
+        return a, c, exists
 
     _animate(b, gin, gout, frames_of, w)
     return ng

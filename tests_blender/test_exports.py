@@ -11,6 +11,8 @@ import pytest
 
 import bpy
 from mathutils import Matrix, Vector   # importable once bpy is
+from test_addon import _with_stride
+from test_splat_fidelity import srgb_to_linear
 
 ROOT = Path(__file__).resolve().parents[1]
 KHR = "KHR_gaussian_splatting"
@@ -253,11 +255,17 @@ def point_values(mesh, name, field, width):
     return values.reshape(-1, width)
 
 
-def test_alembic_splat_positions_and_velocities(empty_scene, fixture_dir, tmp_path):
+@pytest.mark.parametrize("stride, start, frame_data", [(1, 1, "EMBEDDED"), (2, 3, "EMBEDDED"), (2, 3, "REFERENCED")])
+def test_alembic_splat_positions_and_velocities(empty_scene, fixture_dir, tmp_path, stride, start, frame_data):
+    """Every scene frame of the take: result frame t on scene frame start + t·stride, the frames between blended
+    as the import plays them; velocities in metres per second of scene time, from the embedded frames or the
+    frame folder."""
     from gvf_blender import exporters, importer
     exp = np.load(fixture_dir / "expected.npz")
     T = len(exp["positions"])
-    obj = importer.import_splats(fixture_dir / "shot.gvf4d", frame_start=1)
+    path = fixture_dir / "shot.gvf4d" if stride == 1 else _with_stride(fixture_dir / "shot.gvf4d",
+                                                                     tmp_path / "s.gvf4d", stride)
+    obj = importer.import_splats(path, frame_start=start, frame_data=frame_data)
     modifiers, groups = [m.name for m in obj.modifiers], set(bpy.data.node_groups.keys())
     exporters.export_alembic(obj, tmp_path / "a.abc")
     # the object is left as it was: its modifiers, the splat display on, no export node groups
@@ -266,13 +274,20 @@ def test_alembic_splat_positions_and_velocities(empty_scene, fixture_dir, tmp_pa
     back = alembic_round_trip(obj, tmp_path / "b.abc")
     fps = bpy.context.scene.render.fps / bpy.context.scene.render.fps_base
     p = exp["positions"]
-    for t in range(T):
-        mesh = evaluated(back, 1 + t)
-        np.testing.assert_allclose(point_values(mesh, "position", "vector", 3), p[t], atol=1e-6)
-        step = p[t + 1] - p[t] if t < T - 1 else p[t] - p[t - 1]        # the last frame: the step into it
-        np.testing.assert_allclose(point_values(mesh, "velocity", "vector", 3), step * fps, atol=1e-4)
+    end = start + stride * (T - 1)
+    for frame in range(start, end + 1):
+        t, w = divmod(frame - start, stride)
+        t0, w = (t, w / stride) if t < T - 1 else (T - 2, 1.0)          # the last frame: the step into it
+        mesh = evaluated(back, frame)
+        np.testing.assert_allclose(point_values(mesh, "position", "vector", 3), (1 - w) * p[t0] + w * p[t0 + 1],
+                                   atol=1e-6)
+        np.testing.assert_allclose(point_values(mesh, "velocity", "vector", 3), (p[t0 + 1] - p[t0]) * fps / stride,
+                                   atol=1e-4)
         if bpy.app.version[:2] == (5, 0):     # what Blender 5.0's exporter drops from points, as the UI says
             assert not {"color", "opacity", "scale", "rotation"} & set(mesh.attributes.keys())
+    # before and after the take the cache holds its first and last frames
+    np.testing.assert_allclose(point_values(evaluated(back, start - 1), "position", "vector", 3), p[0], atol=1e-6)
+    np.testing.assert_allclose(point_values(evaluated(back, end + 1), "position", "vector", 3), p[-1], atol=1e-6)
 
 
 def test_alembic_deformed_mesh_keeps_vertex_colours(empty_scene, fixture_dir, tmp_path):
@@ -288,7 +303,8 @@ def test_alembic_deformed_mesh_keeps_vertex_colours(empty_scene, fixture_dir, tm
     assert mesh.attributes["color"].domain == "CORNER" and mesh.attributes["color"].data_type == "BYTE_COLOR"
     corner_vertex = np.empty(len(mesh.loops), np.int32)
     mesh.loops.foreach_get("vertex_index", corner_vertex)
-    np.testing.assert_allclose(corner_colour[:, :3], colours[corner_vertex], atol=0.01)     # 8-bit colours
+    # the import's linear colours (the file's are display values), as 8-bit colours
+    np.testing.assert_allclose(corner_colour[:, :3], srgb_to_linear(colours[corner_vertex]), atol=0.01)
 
 
 class _Layout:

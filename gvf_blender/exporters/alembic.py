@@ -23,28 +23,26 @@ CORNER_COLOUR_GROUP = "GVF4D Export Corner Colour"
 EXPORT_MODIFIER = "GVF4D Export"
 
 
-def _velocity_group(fps: float):
+def _velocity_group(fps: float, referenced: bool):
     """Stores `velocity` (m/s): the step from the scene frame's result frame to the next (at the last frame,
-    from the one before), times the scene's frame rate; reads the per-frame positions (gvf_p_0000..), so it
-    runs before the animation modifier."""
-    ng, _ = splat_nodes.new_node_group(VELOCITY_GROUP, [("Start Frame", "NodeSocketInt", 1, None),
-                                                    ("Frames", "NodeSocketInt", 1, 1)])
+    from the one before), times the scene's frame rate over the frame step (result frame t plays on scene frame
+    start + t * step, importer.frame_step); reads the per-frame positions (gvf_p_0000.., or with `referenced`
+    the frame folder's files), so it runs before the animation modifier."""
+    folder = [("Frame Folder", "NodeSocketString", "", None)] if referenced else []
+    ng, _ = splat_nodes.new_node_group(VELOCITY_GROUP, splat_nodes.ANIMATION_INPUTS + folder)
     ng.nodes.clear()
     b = splat_nodes.NodeBuilder(ng)
     gin, gout = b.add("NodeGroupInput"), b.add("NodeGroupOutput")
-    frames = gin.outputs["Frames"]
-    f = b.math("SUBTRACT", b.add("GeometryNodeInputSceneTime").outputs["Frame"], gin.outputs["Start Frame"])
+    frames, step = gin.outputs["Frames"], gin.outputs["Frame Step"]
+    f = b.math("DIVIDE", b.math("SUBTRACT", b.add("GeometryNodeInputSceneTime").outputs["Frame"],
+                                gin.outputs["Start Frame"]), step)
     t0 = b.math("MINIMUM", b.math("MAXIMUM", b.math("FLOOR", f), 0.0),
                 b.math("MAXIMUM", b.math("SUBTRACT", frames, 2.0), 0.0))
     t1 = b.math("MINIMUM", b.math("ADD", t0, 1.0), b.math("SUBTRACT", frames, 1.0))
 
-    def position(t):
-        name = b.add("FunctionNodeFormatString", {"Format": splat_nodes.TRACKS["position"][0] + "_{t:04}"})
-        name.format_items.new("INT", "t")
-        b.set(name.inputs["t"], t)
-        return b.named("FLOAT_VECTOR", name.outputs[0])[0]
-
-    velocity = b.vec("SCALE", b.vec("SUBTRACT", position(t1), position(t0)), scale=fps)
+    folder = gin.outputs["Frame Folder"] if referenced else None
+    p0, p1 = (splat_nodes.frame_position(b, t, folder) for t in (t0, t1))
+    velocity = b.vec("SCALE", b.vec("SUBTRACT", p1, p0), scale=b.math("DIVIDE", fps, step))
     b.tree.links.new(b.store(gin.outputs[0], "POINT", "FLOAT_VECTOR", "velocity", velocity), gout.inputs[0])
     return ng
 
@@ -70,7 +68,8 @@ def _prepared(obj, as_mesh: bool):
         group = _corner_colour_group()
     elif animation >= 0:
         render = bpy.context.scene.render
-        group = _velocity_group(render.fps / render.fps_base)
+        referenced = obj.get("gvf4d_frame_data") == "REFERENCED"
+        group = _velocity_group(render.fps / render.fps_base, referenced)
     else:
         group = None        # points animated some other way: positions only
     modifier = None
@@ -83,6 +82,10 @@ def _prepared(obj, as_mesh: bool):
             if not as_mesh:
                 splat_nodes.set_group_input(modifier, "Start Frame", int(obj["gvf4d_frame_start"]))
                 splat_nodes.set_group_input(modifier, "Frames", int(obj["gvf4d_frames"]))
+                splat_nodes.set_group_input(modifier, "Frame Step", int(obj.get("gvf4d_frame_step", 1)))
+                if referenced:
+                    splat_nodes.set_group_input(modifier, "Frame Folder", splat_nodes.group_input(
+                        obj.modifiers[animation], "Frame Folder"))
                 obj.modifiers.move(len(obj.modifiers) - 1, animation)
         yield
     finally:
