@@ -97,6 +97,7 @@ def upload_inputs(backend: Backend, request: dict) -> dict:
     file, each into an upload folder of its own (PUT /v1/uploads), and points the request at the copies there."""
     request = dict(request)
     footage, upload_id = Path(request["footage"]), uuid.uuid4().hex[:16]
+    request["recorded_footage"] = str(footage)         # the result names the plate as this machine finds it
     if footage.is_dir():
         for frame in sorted(p for p in footage.iterdir() if p.is_file() and not p.name.startswith(".")):
             request["footage"] = str(Path(backend.upload(frame, upload_id)).parent)

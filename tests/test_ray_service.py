@@ -164,7 +164,10 @@ def test_ray_six_jobs_over_two_actors_equal_the_single_process_run(service, shot
     try:
         for shot, job in zip(shots, jobs):
             reference = generate(request_from_json(job_body(shot), tmp_path / job["id"]))
-            ray_result = tensors(service.data / "jobs" / job["id"] / job["result"])
+            ray_path = service.data / "jobs" / job["id"] / job["result"]
+            # the footage the client submitted, where it finds the plate, not the actor's copy of it
+            assert ResultFile(ray_path).metadata["footage"]["path"] == str(shot / "footage")
+            ray_result = tensors(ray_path)
             assert ray_result.keys() == tensors(reference.result).keys()
             for name, expected in tensors(reference.result).items():
                 assert np.array_equal(ray_result[name], expected), (job["id"], name)

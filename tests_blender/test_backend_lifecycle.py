@@ -153,6 +153,7 @@ def test_a_killed_backend_reads_no_backend_running_and_start_replaces_it(addon, 
     s = shot_settings(fixture_dir / "footage", fixture_dir / "canonical.ply", fit_iterations=1)
     sent = jobs.upload_inputs(connection.connect(bpy.context), s.request(bpy.context))
     uploaded = Path(sent["footage"])
+    assert Path(sent["recorded_footage"]) == (fixture_dir / "footage").resolve()    # the result names the plate here
     assert uploaded.parent == data_dir / "uploads" == Path(sent["canonical_path"]).parent.parent
     assert sorted(p.name for p in uploaded.iterdir() if p.suffix == ".png") == \
         sorted(p.name for p in (fixture_dir / "footage").iterdir() if p.suffix == ".png")

@@ -39,6 +39,8 @@ class GenerateRequest:
     mesh_samples: int = 100_000                     # Gaussians sampled on an artist's mesh
     exports: tuple[str, ...] = ()
     exact: Optional[ExactCanonical] = None          # the splat is an earlier result's canonical, used as it is
+    recorded_footage: Optional[Path] = None         # the result's footage.path when `footage` is a copy (on a Ray
+                                                    # actor's node, an upload): the client's path (None: footage)
 
     def __post_init__(self):
         self.gvf = self.gvf or GVFSettings()

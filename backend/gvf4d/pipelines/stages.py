@@ -302,6 +302,8 @@ def write_result_file(ctx: StageContext, footage: Footage, canonical: Canonical,
         "reused_stages": list(ctx.reused),
         "coordinates": {"normalisation": canonical.normalisation.to_json()},
     }
+    # the path the job was given (a cached ingest may have been prepared from another copy of the same footage)
+    metadata["footage"]["path"] = str(req.recorded_footage or req.footage)
     if mesh is not None:
         metadata["mesh"] = {"method": "marching cubes on the splat density, pymeshlab clean + quadric decimation",
                             "target_faces": req.mesh_faces, "faces": int(mesh["faces"].shape[0]),

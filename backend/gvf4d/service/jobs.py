@@ -24,7 +24,8 @@ from ..pipelines.request import GenerateRequest
 from ..pipelines.stage_cache import StageCache
 from ..progress import Progress, ShouldCancel
 from ..rendering.blender_camera import blender_cameras
-from ..validation import RequestError, check_name, check_render_request, check_request, within_budget
+from ..validation import (RequestError, check_name, check_path_text, check_render_request, check_request,
+                          within_budget)
 from .store import JobStore
 
 JOB_KINDS = ("generate", "render")
@@ -58,6 +59,8 @@ class JobRequest(BaseModel):
 
     kind: Literal["generate"] = Field("generate", description="generate (the default) or render")
     footage: str = Field(description="video file, image folder, or one image of a numbered sequence")
+    recorded_footage: Optional[str] = Field(None, description="the footage path the result records (null: "
+                                            "footage): the client's own path when footage names a copy of it")
     canonical: Literal["trellis", "mesh", "splat"] = Field(
         "splat", description="trellis: generated from the first frame (needs weights); mesh / splat: the file at canonical_path")
     canonical_path: Optional[str] = Field(None, description="mesh (.glb/.obj/.ply/...) or 3DGS splat (.ply)")
@@ -181,7 +184,8 @@ def request_from_json(data: dict, job_dir: Path, limits: Optional[Limits] = None
         gvf=GVFSettings(seed=r.seed, method=r.method, steps=r.steps, guidance_scale=r.guidance[0],
                         guidance_scale2=r.guidance[1], precision=r.precision),
         exports=tuple(r.exports), refine=r.refine, azimuth_step=r.azimuth_step, mesh=r.mesh, mesh_faces=r.mesh_faces,
-        mesh_samples=r.mesh_samples, exact=_exact_canonical(r))
+        mesh_samples=r.mesh_samples, exact=_exact_canonical(r),
+        recorded_footage=check_path_text("recorded_footage", r.recorded_footage) if r.recorded_footage else None)
     return check_request(req, limits, paths=paths)
 
 

@@ -51,7 +51,8 @@ def pack_inputs(request: dict, shared: Optional[Path]) -> dict[str, dict]:
 
 
 def unpack_inputs(request: dict, bundle: dict[str, dict], folder: Path) -> dict:
-    """Writes a bundle's files under folder/<role>/ and returns the request naming them there."""
+    """Writes a bundle's files under folder/<role>/ and returns the request naming them there; the result still
+    records the footage path the job was submitted with (`recorded_footage`), where the client finds its plate."""
     request = dict(request)
     for role, entry in bundle.items():
         root = folder / role
@@ -60,6 +61,7 @@ def unpack_inputs(request: dict, bundle: dict[str, dict], folder: Path) -> dict:
             (root / Path(name).name).write_bytes(data)
         path = str(root / entry["name"]) if entry["name"] else str(root)
         if role == "footage":
+            request["recorded_footage"] = request.get("recorded_footage") or request["footage"]
             request["footage"] = path
         elif role == "canonical":
             request["canonical_path"] = path
