@@ -10,7 +10,7 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bash "$root/tools/bootstrap.sh" --test
 cd "$root"
 BLENDER_5_2_TESTS=(tests_blender/test_addon.py tests_blender/test_splat_fidelity.py tests_blender/test_exports.py
-                   tests_blender/test_frame_folder.py
+                   tests_blender/test_frame_folder.py tests_blender/test_motion_blur.py
                    tests_blender/test_extension_package.py)
 status=0
 .venv/bin/python -m pytest -q tests "$@" || status=$?
