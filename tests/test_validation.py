@@ -14,8 +14,8 @@ from gvf4d.models.weights import sha256_file
 from gvf4d.pipelines.request import GenerateRequest
 from gvf4d.progress import Cancelled
 from gvf4d.validation import (RequestError, check_footage, check_name, check_output, check_path_text, check_request,
-                              count, existing_file, existing_folder, finite, open_regular_file, ply_vertex_count,
-                              within_budget)
+                              count, existing_file, existing_folder, finite, mesh_face_count, open_regular_file,
+                              ply_vertex_count, within_budget)
 
 
 @pytest.fixture(scope="module")
@@ -152,6 +152,39 @@ def test_request_budgets_come_from_limits(tmp_path, shot):
                              canonical=("splat", Path("/elsewhere/s.ply")))
     assert check_request(remote, paths=False) is remote          # a remote backend's paths are its own to check
     refused(check_request, remote, match="footage /elsewhere/clip.mp4 does not exist")
+
+
+def test_mesh_faces_are_counted_from_headers_before_loading(tmp_path, shot):
+    """PLY, binary STL and GLB meshes declare their triangles in a header: a mesh over the budget is refused
+    without reading its data (these files hold none past the header); OBJ has no count and is loaded as it is."""
+    import json
+    import struct
+    ply = tmp_path / "big.ply"
+    ply.write_bytes(b"ply\nformat binary_little_endian 1.0\nelement vertex 3\nproperty float x\n"
+                    b"element face 30000000\nproperty list uchar int vertex_indices\nend_header\n")
+    stl = tmp_path / "big.stl"
+    stl.write_bytes(b"\0" * 80 + struct.pack("<I", 2) + b"\0" * 100)       # binary: 84 + 50 per triangle
+    doc = json.dumps({"accessors": [{"count": 9}, {"count": 90_000_000}],
+                      "meshes": [{"primitives": [{"attributes": {"POSITION": 0}, "indices": 1},
+                                                 {"attributes": {"POSITION": 0}}]}]}).encode()
+    doc += b" " * (-len(doc) % 4)
+    glb = tmp_path / "big.glb"
+    glb.write_bytes(struct.pack("<4sII", b"glTF", 2, 20 + len(doc)) + struct.pack("<I4s", len(doc), b"JSON") + doc)
+    obj = tmp_path / "plain.obj"
+    obj.write_text("v 0 0 0\nv 1 0 0\nv 0 1 0\nf 1 2 3\n")
+    ascii_stl = tmp_path / "ascii.stl"
+    ascii_stl.write_text("solid x\nendsolid x\n")
+    assert [mesh_face_count(p) for p in (ply, stl, glb, obj, ascii_stl)] == [30_000_000, 2, 30_000_003, None, None]
+    base = GenerateRequest(footage=shot / "footage", out=tmp_path / "r.gvf4d", canonical=("mesh", obj))
+    assert check_request(base) is base
+    refused(check_request, replace(base, canonical=("mesh", ply)), status=413,
+            match=f"canonical mesh {ply}: 30,000,000 is over the limit of 20,000,000 triangles .*GVF4D_MAX_MESH_FACES")
+    refused(check_request, replace(base, canonical=("mesh", glb)), Limits(max_mesh_faces=1000), status=413,
+            match="30,000,003 is over the limit of 1,000 triangles")
+    assert check_request(replace(base, canonical=("mesh", stl)), Limits(max_mesh_faces=2)).canonical[1] == stl
+    bad = tmp_path / "bad.glb"
+    bad.write_bytes(struct.pack("<4sII", b"glTF", 2, 28) + struct.pack("<I4s", 8, b"JSON") + b"{nope!!}")
+    refused(check_request, replace(base, canonical=("mesh", bad)), match="bad.glb: its glTF JSON chunk cannot be read")
 
 
 def cli_generate(shot, *args):

@@ -8,6 +8,7 @@ its `status` (422, 413 for a budget, 507 for disk space), the CLI prints it and 
 from __future__ import annotations
 
 import errno
+import json
 import math
 import os
 import shutil
@@ -77,16 +78,56 @@ def within_budget(limits: Limits, name: str, label: str, value: int) -> int:
     return value
 
 
-def ply_vertex_count(path: Path) -> Optional[int]:
-    """The vertex count a PLY file's header declares (None when it has no readable header), read without the data."""
+def ply_element_count(path: Path, element: str = "vertex") -> Optional[int]:
+    """The count of an element ("vertex", "face") a PLY file's header declares (None when it has no readable
+    header or no such element), read without the data."""
     with open_regular_file(path) as f:
         header = f.read(1 << 16).split(b"end_header", 1)[0]
     if not header.startswith(b"ply"):
         return None
     for line in header.splitlines():
         words = line.split()
-        if words[:2] == [b"element", b"vertex"] and len(words) == 3 and words[2].isdigit():
+        if words[:2] == [b"element", element.encode()] and len(words) == 3 and words[2].isdigit():
             return int(words[2])
+    return None
+
+
+def ply_vertex_count(path: Path) -> Optional[int]:
+    return ply_element_count(path, "vertex")
+
+
+def _glb_triangles(path: Path, f: BinaryIO) -> Optional[int]:
+    """Triangles of a GLB's mesh primitives, from its JSON chunk: index count / 3, else vertex count / 3."""
+    head = f.read(20)
+    if len(head) < 20 or head[:4] != b"glTF" or head[16:20] != b"JSON":
+        return None
+    length = int.from_bytes(head[12:16], "little")
+    if length > 64 * 2**20:
+        raise RequestError(f"{path}: its glTF JSON chunk ({length:,} bytes) is larger than 64 MiB")
+    try:
+        doc = json.loads(f.read(length))
+        accessors = doc.get("accessors", [])
+        counts = [accessors[p["indices"] if "indices" in p else p["attributes"]["POSITION"]]["count"]
+                  for mesh in doc.get("meshes", []) for p in mesh.get("primitives", [])]
+        return sum(int(c) for c in counts) // 3
+    except (ValueError, KeyError, IndexError, TypeError, AttributeError):
+        raise RequestError(f"{path}: its glTF JSON chunk cannot be read") from None
+
+
+def mesh_face_count(path: Path) -> Optional[int]:
+    """The triangles a mesh file declares, read from its header without the data (PLY, binary STL, GLB); None
+    for formats with no count in a header (OBJ, glTF with separate buffers, ...)."""
+    suffix = Path(path).suffix.lower()
+    if suffix == ".ply":
+        return ply_element_count(path, "face")
+    with open_regular_file(path) as f:
+        if suffix == ".glb":
+            return _glb_triangles(path, f)
+        if suffix == ".stl":
+            head = f.read(84)
+            count = int.from_bytes(head[80:84], "little") if len(head) == 84 else None
+            # a binary STL is 84 bytes + 50 a triangle; an ASCII one says "solid" and does not match
+            return count if count is not None and os.fstat(f.fileno()).st_size == 84 + 50 * count else None
     return None
 
 
@@ -274,6 +315,8 @@ def check_request(req: "GenerateRequest", limits: Optional[Limits] = None, paths
         existing_file(f"canonical {kind}", canonical)
         if kind == "splat" and (gaussians := ply_vertex_count(canonical)) is not None:
             within_budget(limits, "max_gaussians", f"canonical splat {canonical}:", gaussians)
+        if kind == "mesh" and (faces := mesh_face_count(canonical)) is not None:
+            within_budget(limits, "max_mesh_faces", f"canonical mesh {canonical}:", faces)
     if req.weights is not None:
         existing_folder("weights", req.weights)
     method, _, masks = req.matte.partition(":")
