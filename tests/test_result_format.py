@@ -1,6 +1,7 @@
 """The .gvf4d format: the writer (schema version 2) and the two readers (the backend's and the add-on's), which read
 versions 1 and 2 and give the same verdict, message for message, on the same bytes."""
 import json
+import os
 import struct
 from dataclasses import replace
 from fractions import Fraction
@@ -229,6 +230,22 @@ def test_write_is_atomic_and_keeps_the_old_file_on_failure(tmp_path, small_shot,
         _write(tmp_path / "r.gvf4d", small_shot.animated, meta={"seed": 4})
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["r.gvf4d"]  # no temp file left behind
+
+
+def test_a_killed_writers_temp_files_are_removed_by_the_next_write(tmp_path, small_shot):
+    """A run killed while writing leaves `.r.gvf4d.<pid>.*.tmp` beside the output: the next write of the same
+    output removes it; a temp file of a writer that still runs is left alone."""
+    import subprocess
+    import sys
+    dead = subprocess.Popen([sys.executable, "-c", ""])
+    dead.wait()
+    stale = tmp_path / f".r.gvf4d.{dead.pid}.k3j2.tmp"
+    live = tmp_path / f".r.gvf4d.{os.getppid()}.x9y8.tmp"
+    other = tmp_path / f".other.gvf4d.{dead.pid}.a1b2.tmp"
+    for p in (stale, live, other):
+        p.write_bytes(b"half a file")
+    _write(tmp_path / "r.gvf4d", small_shot.animated)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live.name, other.name, "r.gvf4d"])
 
 
 def _with(animated, **tracks):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
 import tempfile
 from pathlib import Path
@@ -14,13 +15,38 @@ def _umask() -> int:
     return mask
 
 
+def _running(pid: int) -> bool:
+    """Whether a process with this id runs (on Windows, where signal 0 would not be a probe: assumed so)."""
+    if os.name == "nt" or pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:                  # another user's process
+        return True
+    return True
+
+
+def remove_stale_temps(path: Path) -> None:
+    """Removes the temp files a killed writer of `path` left beside it (named after a process that no longer
+    runs); a live writer's are kept."""
+    prefix = f".{path.name}."
+    for tmp in path.parent.glob(f"{glob.escape(prefix)}*.tmp*"):
+        pid = tmp.name[len(prefix):].split(".", 1)[0]
+        if pid.isdigit() and not _running(int(pid)):
+            tmp.unlink(missing_ok=True)
+
+
 @contextlib.contextmanager
 def atomic_output(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
-    """Yields a temp path in path's folder; on success it is renamed to `path` (mode 0666 & ~umask),
-    on failure it is removed and `path` is left as it was."""
+    """Yields a temp path in path's folder (named after `path` and this process); on success it is renamed to
+    `path` (mode 0666 & ~umask), on failure it is removed and `path` is left as it was. Temp files of `path` that
+    a killed run left are removed first."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent)
+    remove_stale_temps(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=f".tmp{suffix}", dir=path.parent)
     os.close(fd)
     tmp = Path(tmp)
     try:
