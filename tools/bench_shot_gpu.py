@@ -3,11 +3,13 @@ PNGs, 32 by default) -> ingestion -> the canonical stage -> DINOv2-L features ->
 motion-VAE decode -> .gvf4d written. The canonical stage (--canonical trellis, the default) runs
 TRELLIS-image-large + GVF's Gaussian decoder on the first frame and the facing search; random weights decode a
 random occupancy, so its latent stages run on a synthetic object's 20k voxels (as tools/bench_canonical_gpu.py).
-`--canonical splat` uses the synthetic 198k-Gaussian splat instead (no canonical stage). `--frames 32 300` runs
-each length in turn (a shot longer than 32 frames is sampled in windows, docs/long_shots.md), each twice (the
-first warms kernels and graphs up), and prints each one's stage times and peak GPU memory. Run on the GPU machine:
+`--canonical splat` uses the synthetic 198k-Gaussian splat instead (no canonical stage). `--frames 32 300 32`
+runs each length in turn (a shot longer than 32 frames is sampled in windows, docs/long_shots.md), each twice (the
+first warms kernels and graphs up), and prints each one's stage times, peak GPU memory, and the memory the warm
+engine keeps after it (allocated and reserved once the caches are emptied, as the service's worker does after a
+job; the DiT's CUDA graphs among it). Run on the GPU machine:
     PYTHONPATH=backend python3 tools/bench_shot_gpu.py [--canonical trellis|splat] [--method adaptive|multistep]
-        [--frames 32 300]
+        [--frames 32 300 32]
 """
 from __future__ import annotations
 
@@ -31,6 +33,7 @@ from gvf4d.footage import prepare_footage  # noqa: E402
 from gvf4d.models.gvf_dit import GVFDiT, GVFDiTConfig  # noqa: E402
 from gvf4d.models.motion_vae import MotionVAE, MotionVAEConfig  # noqa: E402
 from gvf4d.pipelines.gvf import GVFEngine, GVFSettings, identity_stats  # noqa: E402
+from gvf4d.pipelines.model_registry import release_gpu_memory  # noqa: E402
 from gvf4d.progress import StageClock  # noqa: E402
 from gvf4d.representations.gvf_gaussians import GVFGaussians  # noqa: E402
 from gvf4d.result import write_result  # noqa: E402
@@ -65,12 +68,15 @@ def main():
                        identity_stats()).to(dev)
     torch.cuda.synchronize()
     load = time.perf_counter() - t0
+    built_gib = torch.cuda.memory_allocated() / 2**30
     splat = make_synthetic_shot(num_frames=2, gaussians_per_part=33_000).animated.canonical     # 198k Gaussians
     voxels = shell_voxels(20_000).to(dev)
     settings = GVFSettings(method=args.method, steps=args.steps)
     shots = []
     for frames in args.frames:
-        footage = write_footage(frames, root / f"footage_{frames}")
+        footage = root / f"footage_{frames}"
+        if not footage.is_dir():
+            write_footage(frames, footage)
         for run in range(2):   # the first run warms up kernels, graphs and caches; the second is the one reported
             clock = StageClock(dev)
             laps, lap = clock.timings, clock.lap
@@ -109,8 +115,14 @@ def main():
                       "peak_gib_ingest_to_features": before_engine / 2**30,
                       "result_gib": (root / "shot.gvf4d").stat().st_size / 2**30, "first_run_stages_s": first_run})
         del result, feats, prepared
+        release_gpu_memory()
+        graphs = engine._fast.get(True)
+        shots[-1].update(held_allocated_gib=torch.cuda.memory_allocated() / 2**30,
+                         held_reserved_gib=torch.cuda.memory_reserved() / 2**30,
+                         dit_graphs=len(graphs._graphs) if graphs is not None else 0)
     print(json.dumps({"device": torch.cuda.get_device_name(), "gaussians": len(canonical), "method": args.method,
-                      "canonical": args.canonical, "model_build_s": load, "shots": shots}, indent=1))
+                      "canonical": args.canonical, "model_build_s": load, "allocated_after_build_gib": built_gib,
+                      "shots": shots}, indent=1))
 
 
 if __name__ == "__main__":

@@ -87,12 +87,15 @@ def _generate_request(args, paths: bool = True):
     from .engines.fit import FitSettings
     from .pipelines.gvf import GVFSettings
     from .pipelines.request import GenerateRequest
-    from .validation import check_path_text, check_request
+    from .validation import RequestError, check_path_text, check_request
 
     def local(label: str, text: str | None) -> Path | None:
         return check_path_text(label, text).resolve() if text is not None else None
 
     kind = args.canonical[0]
+    if args.canonical_exact is not None and kind != "splat":
+        raise RequestError(f"--canonical-exact needs --canonical splat PATH (the edited canonical, a 3DGS .ply), "
+                           f"not {kind}")
     req = GenerateRequest(
         footage=local("footage", args.footage), out=local("--out", args.out) if args.out else Path("result.gvf4d"),
         canonical=(kind, local(f"canonical {kind}", args.canonical[1]) if len(args.canonical) > 1 else None),
@@ -102,8 +105,49 @@ def _generate_request(args, paths: bool = True):
         gvf=GVFSettings(seed=args.seed, method=args.method, steps=args.steps, guidance_scale=args.guidance[0],
                         guidance_scale2=args.guidance[1], precision=args.precision),
         exports=tuple(args.export), refine=args.refine, azimuth_step=args.azimuth_step, mesh=args.mesh,
-        mesh_faces=args.mesh_faces, mesh_samples=args.mesh_samples)
+        mesh_faces=args.mesh_faces, mesh_samples=args.mesh_samples,
+        exact=_exact_canonical(args.canonical_exact) if args.canonical_exact is not None else None)
     return check_request(req, paths=paths)
+
+
+def _exact_canonical(text: str):
+    """The space of the canonical of the result at `text`, read from its metadata as the add-on's rerun reads it
+    (the API's canonical_exact fields): its facing, its alignment and whether its values include it, and its
+    normalisation. ResultFileError names the file when these are unreadable or out of range."""
+    from dataclasses import replace
+
+    from .canonical.align import SilhouetteAlignment
+    from .canonical.exact import ExactCanonical
+    from .canonical.normalise import Normalisation
+    from .result import ResultFile, ResultFileError
+    from .validation import RequestError, check_exact_canonical, check_path_text, finite
+
+    def vector(label: str, values) -> tuple[float, float, float]:
+        if len(values) != 3:
+            raise RequestError(f"{label} must have 3 numbers, got {len(values)}")
+        return tuple(finite(label, v) for v in values)
+
+    f = ResultFile(check_path_text("--canonical-exact", text))
+    canonical = f.metadata.get("canonical") or {}
+    try:
+        facing = canonical.get("facing") or canonical.get("alignment") or {}   # the fit engine repeats it there
+        exact = ExactCanonical(facing_deg=finite("facing", facing.get("azimuth_deg", 0.0)))
+        alignment = canonical.get("alignment")
+        if alignment:
+            applied = alignment.get("applied", True)
+            if not isinstance(applied, bool):
+                raise RequestError(f"alignment applied must be true or false, got {applied!r}")
+            exact = replace(exact, alignment_applied=applied, alignment=SilhouetteAlignment(
+                finite("alignment scale", alignment["scale"]), vector("alignment offset", alignment["offset"])))
+        normalisation = (f.metadata.get("coordinates") or {}).get("normalisation")
+        if normalisation:
+            exact = replace(exact, normalisation=Normalisation(vector("normalisation centre", normalisation["centre"]),
+                                                               finite("normalisation scale", normalisation["scale"])))
+        check_exact_canonical(exact)
+    except (AttributeError, KeyError, TypeError, RequestError) as e:
+        problem = f"missing {e}" if isinstance(e, KeyError) else str(e)
+        raise ResultFileError(f.path, f"its canonical's facing, alignment or normalisation: {problem}") from None
+    return exact
 
 
 def _cmd_generate(args) -> int:
@@ -226,7 +270,7 @@ def _ray_settings(args):
 
 
 def _cmd_submit(args) -> int:
-    _generate_request(args, paths=not args.url)   # a backend found through its lock file runs on this machine
+    req = _generate_request(args, paths=not args.url)   # a backend found through its lock file runs on this machine
     kind = args.canonical[0]
     body = {"footage": str(Path(args.footage).resolve()), "canonical": kind,
             "canonical_path": str(Path(args.canonical[1]).resolve()) if len(args.canonical) > 1 else None,
@@ -237,6 +281,12 @@ def _cmd_submit(args) -> int:
             "seed": args.seed, "method": args.method, "steps": args.steps, "guidance": list(args.guidance),
             "fit_size": args.fit_size, "fit_iterations": args.fit_iterations, "exports": args.export,
             "refine": args.refine, "azimuth_step": args.azimuth_step, "precision": args.precision}
+    if req.exact is not None:
+        e = req.exact
+        body.update(canonical_exact=True, facing_deg=e.facing_deg,
+                    alignment={"scale": e.alignment.scale, "offset": list(e.alignment.offset),
+                               "applied": e.alignment_applied},
+                    normalisation={"centre": list(e.normalisation.centre), "scale": e.normalisation.scale})
     client = _client(args)
     job = client.submit(body)
     print(job["id"])
@@ -292,6 +342,11 @@ def add_job_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--canonical", nargs="+", required=True, metavar=("KIND", "PATH"),
                    help="trellis (generated from the first frame, as published; needs --weights) | "
                         "mesh PATH (.glb/.obj/.ply/...: Gaussians sampled on its surface) | splat PATH.ply (a 3DGS splat)")
+    p.add_argument("--canonical-exact", metavar="RESULT",
+                   help="with --canonical splat PATH: the splat is RESULT's canonical (a .gvf4d), edited, in RESULT's "
+                        "space: used as it is, without normalisation, facing search or alignment, with RESULT's "
+                        "facing, alignment and normalisation (the API's canonical_exact), so the new take sits "
+                        "where RESULT did")
     p.add_argument("--weights", help="folder with gvf/ (published checkpoints), dinov2/ and, for --canonical trellis, "
                                      "trellis/ (TRELLIS-image-large)")
     p.add_argument("--frames", type=int, default=None, metavar="N",

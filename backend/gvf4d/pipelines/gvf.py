@@ -11,6 +11,10 @@ Shots longer than the model's clips (its motion VAE's `num_timesteps`, 32 frames
 overlapping windows of that length, fused at every network evaluation (samplers/windows.py, docs/long_shots.md),
 several windows per DiT call as memory allows, and decoded window by window into tracks in host memory, so the
 decode's GPU memory does not grow with the shot's length. Shots of at most one clip run as published.
+
+CUDA graphs are captured for network calls of at most one window (a clip with its guidance branches) and kept with
+the engine; a call of several windows runs eagerly (its GPU work hides the launches), so no graph holds the
+batched conditioning of a long shot and a warm engine keeps one window's graphs whatever the shots' lengths.
 """
 from __future__ import annotations
 
@@ -230,7 +234,7 @@ class GVFEngine:
         windows = TemporalWindows.cover(num_frames, length, overlap, multiple_of=per_call)
         gen = torch.Generator(device=self.device).manual_seed(settings.seed)
         noise = torch.randn((1, num_frames, cfg.resolution, cfg.in_channels), generator=gen, device=self.device)
-        network = self._network(settings.precision, settings.cuda_graphs)
+        network = self._network(settings.precision, settings.cuda_graphs and per_call == 1)
         features = windows.gather(cond["cond_images"])                     # (W, L, tokens, C)
 
         def guidance(first: int, last: int) -> ThreeWayGuidance:
@@ -261,8 +265,9 @@ class GVFEngine:
         """How many of `count` windows one DiT call takes, and whether every call's conditioning (the blocks' image
         keys and values, the largest part of a window's memory) is computed once and kept for the whole run, or
         recomputed at each evaluation. Off CUDA: all windows, kept. On CUDA: the setting, else as many as an
-        estimate of their memory (with CUDA graphs, a call's graph holds a copy of its conditioning) fits in
-        WINDOW_MEMORY_SHARE of the free memory; kept while all calls' fit too."""
+        estimate of their memory fits in WINDOW_MEMORY_SHARE of the free memory; kept while all calls' fit too. A
+        call of one window is replayed from a CUDA graph, which holds a copy of its conditioning; a call of several
+        runs eagerly (module docstring)."""
         cfg = self.dit.config
         if self.device.type != "cuda":
             return settings.windows_per_call or count, True
@@ -271,11 +276,10 @@ class GVFEngine:
         tokens = cond["cond_images"].shape[2]
         conditioning = cfg.num_blocks * 2 * length * tokens * cfg.model_channels * element
         activations = 16 * branches * length * cfg.resolution * cfg.model_channels * element
-        graph_copy = conditioning if element == 2 and settings.cuda_graphs else 0   # a graph's static inputs
         budget = WINDOW_MEMORY_SHARE * torch.cuda.mem_get_info(self.device)[0]
-        per_window = conditioning + graph_copy + activations
-        per_call = settings.windows_per_call or max(1, min(count, int(budget // per_window)))
-        return per_call, count * conditioning + per_call * (graph_copy + activations) <= budget
+        per_call = settings.windows_per_call or max(1, min(count, int(budget // (conditioning + activations))))
+        graph_copy = conditioning if per_call == 1 and element == 2 and settings.cuda_graphs else 0
+        return per_call, count * conditioning + per_call * activations + graph_copy <= budget
 
     def _conditioner(self, precision: str):
         """The DiT's conditioning, computed once per sampling run: (batched cond dict) -> the network's keywords."""
@@ -290,7 +294,8 @@ class GVFEngine:
         the condition from `_conditioner`. On CUDA in half precision the weights themselves are cast (once): the
         same rounding as fp16 autocast, without its casts and fp32 activations, and the call is replayed from a
         CUDA graph per input shape, kept with the engine so later jobs reuse it. torch.compile is not used: the fused
-        kernels are faster (docs/benchmarks.md). Cast the weights (this call) before computing the condition."""
+        kernels are faster (docs/benchmarks.md). cuda_graphs is False for calls of several windows (module
+        docstring). Cast the weights (this call) before computing the condition."""
         half = self._half_weights(precision)
         if self._cast_weights(self.dit, self.dit.input_layer.weight, half or torch.float32, self.dit.to):
             self._fast = {}
