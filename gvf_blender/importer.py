@@ -138,6 +138,13 @@ def refer_frames(obj, result, blend: str | None = None) -> None:
                                     paths.to_stored(frame_cache.folder_for(result), blend))
 
 
+def frame_folder(obj) -> Path | None:
+    """The absolute frame folder a referenced import reads its frames from; None for an embedded one."""
+    if obj.get("gvf4d_frame_data") != "REFERENCED":
+        return None
+    return paths.to_absolute(splat_nodes.group_input(obj.modifiers[ANIMATION_MODIFIER], "Frame Folder"))
+
+
 def set_display(obj, display: str) -> None:
     """'splat' (Gaussian quads) or 'points' (coloured points): the node group of the display modifier."""
     if display not in DISPLAYS:

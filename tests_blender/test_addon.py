@@ -217,6 +217,32 @@ def test_panel_draws_settings_and_takes(empty_scene):
         gvf_blender.unregister()
 
 
+def test_panel_says_where_a_results_frames_are(empty_scene, fixture_dir, tmp_path):
+    import shutil
+    import gvf_blender
+    from gvf_blender import frame_cache, importer
+    gvf_blender.register()
+    try:
+        result = tmp_path / "take.gvf4d"
+        shutil.copy2(fixture_dir / "shot.gvf4d", result)
+        labels = {}
+        for frame_data in ("EMBEDDED", "REFERENCED"):
+            obj = importer.import_splats(result, frame_data=frame_data)
+            bpy.context.view_layer.objects.active = obj
+            log = []
+            bpy.types.GVF4D_PT_panel.draw(type("P", (), {"layout": _Layout(log)})(), bpy.context)
+            labels[frame_data] = [t for name, _, t in log if name == "label"]
+        assert "frames embedded in the .blend" in labels["EMBEDDED"]
+        assert "frames read from take.frames/ beside the result" in labels["REFERENCED"]
+        shutil.rmtree(frame_cache.folder_for(result))            # the .blend copied elsewhere without its folder
+        log = []
+        bpy.types.GVF4D_PT_panel.draw(type("P", (), {"layout": _Layout(log)})(), bpy.context)
+        assert f"frame folder missing: {frame_cache.folder_for(result)} (import the result again)" in \
+            [t for name, _, t in log if name == "label"]
+    finally:
+        gvf_blender.unregister()
+
+
 def test_import_operator_camera_scene_and_look_options(empty_scene, fixture_dir):
     """The import's options for scripts: the footage camera becomes the scene's, the scene takes the result's
     frames, fps and plate size, and the look settings are set; none of it without being asked."""

@@ -2,7 +2,7 @@
 shot's settings, Generate, its takes with an out-of-memory failure's advice, import/export."""
 import bpy
 
-from .. import connection, exporters, jobs, takes
+from .. import connection, exporters, importer, jobs, takes
 from ..operators import backend as backend_ops
 from ..operators.generate import (GVF4D_OT_activate_take, GVF4D_OT_cancel, GVF4D_OT_generate,
                                   GVF4D_OT_reduce_memory, GVF4D_OT_rerun_take)
@@ -44,6 +44,21 @@ def draw_memory_advice(layout, settings) -> None:
     if settings.engine == "gvf" and settings.precision == "fp32":
         box.operator(GVF4D_OT_reduce_memory.bl_idname, text="Half precision (fp16)").action = "PRECISION"
     box.operator(backend_ops.GVF4D_OT_free_gpu_memory.bl_idname, text="Free the backend's loaded models")
+
+
+def draw_frame_data(layout, obj) -> None:
+    """Where the result's frames are: in the .blend, or in a frame folder (flagged when it is missing, as after
+    copying the .blend alone to another machine)."""
+    try:
+        folder = importer.frame_folder(obj)
+    except (KeyError, ValueError):       # no animation modifier any more; a relative folder of an unsaved .blend
+        folder = None
+    if obj.get("gvf4d_frame_data") != "REFERENCED":
+        layout.label(text="frames embedded in the .blend", icon="PACKAGE")
+    elif folder is not None and folder.is_dir():
+        layout.label(text=f"frames read from {folder.name}/ beside the result", icon="FILE_FOLDER")
+    else:
+        layout.label(text=f"frame folder missing: {folder or '?'} (import the result again)", icon="ERROR")
 
 
 class ShotPanel:
@@ -108,6 +123,7 @@ class ShotPanel:
         if obj is not None and "gvf4d_frames" in obj:
             start, end = exporters.frame_range(obj)
             col.label(text=f"{obj.name}: frames {start}-{end}")
+            draw_frame_data(col, obj)
             draw_result_tools(col, obj)
             col.operator(GVF4D_OT_export.bl_idname, icon="EXPORT")
             col.operator(GVF4D_OT_render_with_backend.bl_idname, icon="RENDER_ANIMATION")
