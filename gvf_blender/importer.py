@@ -32,7 +32,7 @@ EMBED_LIMIT = 512 * 2**20
 
 def _set_attr(mesh, name: str, kind: str, field: str, values: np.ndarray) -> None:
     attr = mesh.attributes.get(name) or mesh.attributes.new(name=name, type=kind, domain="POINT")
-    attr.data.foreach_set(field, np.ascontiguousarray(values, dtype=np.float32).ravel())
+    attr.data.foreach_set(field, np.ascontiguousarray(values, dtype=np.int32 if kind == "INT" else np.float32).ravel())
 
 
 def canonical_attributes(f: GVF4DFile) -> dict[str, tuple[str, str, np.ndarray]]:
@@ -103,7 +103,9 @@ def import_splats(path, name: str | None = None, frame_start: int = 1, display: 
     mesh.vertices.foreach_set("co", canonical[splat_nodes.CANONICAL_POSITION_ATTRIBUTE][2].ravel())
     for attribute, (kind, field, values) in canonical.items():
         _set_attr(mesh, attribute, kind, field, values)
-    if not referenced:
+    if referenced:
+        _set_attr(mesh, splat_nodes.FRAME_ROW_ATTRIBUTE, "INT", "value", np.arange(N))
+    else:
         _write_tracks(mesh, f)
     mesh.update()
     obj = bpy.data.objects.new(name, mesh)

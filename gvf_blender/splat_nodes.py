@@ -39,6 +39,7 @@ TRACKS = {"position": ("gvf_p", None, "FLOAT_VECTOR"), "rotation": ("gvf_r", "ro
           "color": ("gvf_c", "color", "FLOAT_VECTOR")}
 SH_REST_ATTRIBUTE = "sh_rest_{:02d}"    # bands 1-3, coefficient k = 1..15, one FLOAT_VECTOR (rgb) each
 CANONICAL_POSITION_ATTRIBUTE = "gvf_canonical_p"   # the canonical positions as imported (the base positions move)
+FRAME_ROW_ATTRIBUTE = "gvf_row"         # a referenced import's point -> its Gaussian's row in the frame files
 POINTS_COLOUR_ATTRIBUTE = "gvf_rgb"     # the points' colour: Cycles finds no point-cloud attribute named "color"
 
 SH_C1 = 0.4886025119029199
@@ -126,23 +127,42 @@ class NodeBuilder:
 
 def new_node_group(name: str, inputs=()):
     """A geometry-nodes group (Geometry in and out plus `inputs`: (name, socket type, default, min)), reused
-    when this version already built it. -> (group, built: whether its nodes still have to be added)."""
+    when this version already built it. A group of an older version (a .blend saved by an earlier add-on) is
+    rebuilt in place: its nodes anew, its interface kept where it matches, so the modifiers that use it keep
+    their input values (they hold them by socket identifier). -> (group, built: whether its nodes still have
+    to be added)."""
     ng = bpy.data.node_groups.get(name)
     if ng is not None and ng.get("gvf4d_version") == VERSION:
         return ng, False
     if ng is None:
         ng = bpy.data.node_groups.new(name, "GeometryNodeTree")
     ng.nodes.clear()
-    ng.interface.clear()
-    ng.interface.new_socket("Geometry", in_out="INPUT", socket_type="NodeSocketGeometry")
-    for socket_name, socket_type, default, minimum in inputs:
-        s = ng.interface.new_socket(socket_name, in_out="INPUT", socket_type=socket_type)
-        s.default_value = default
+    wanted = [("Geometry", "NodeSocketGeometry", "INPUT", None, None),
+              *((n, t, "INPUT", default, minimum) for n, t, default, minimum in inputs),
+              ("Geometry", "NodeSocketGeometry", "OUTPUT", None, None)]
+    have = {(item.name, item.socket_type, item.in_out): item for item in ng.interface.items_tree
+            if item.item_type == "SOCKET"}
+    keys = [w[:3] for w in wanted]
+    for key, item in have.items():
+        if key not in keys:
+            ng.interface.remove(item)
+    for socket_name, socket_type, in_out, default, minimum in wanted:     # new sockets go last: Geometry stays first
+        if (socket_name, socket_type, in_out) in have:
+            continue
+        s = ng.interface.new_socket(socket_name, in_out=in_out, socket_type=socket_type)
+        if default is not None:
+            s.default_value = default
+            for modifier in _users(ng):        # they took the socket's value before its default was set
+                set_group_input(modifier, socket_name, default)
         if minimum is not None:
             s.min_value = minimum
-    ng.interface.new_socket("Geometry", in_out="OUTPUT", socket_type="NodeSocketGeometry")
     ng["gvf4d_version"] = VERSION
     return ng, True
+
+
+def _users(ng) -> list:
+    """The geometry-nodes modifiers that use the group."""
+    return [m for obj in bpy.data.objects for m in obj.modifiers if m.type == "NODES" and m.node_group == ng]
 
 
 def _frames_around_scene_time(b: NodeBuilder, gin):
@@ -201,10 +221,16 @@ def load_frame(b: NodeBuilder, folder, t):
     return b.add("GeometryNodeImportPLY", {"Path": path.outputs[0]}).outputs[0]
 
 
-def sample_by_index(b: NodeBuilder, geometry, data_type: str, value):
-    """A field evaluated on another geometry with the same points (a loaded frame), read at each point's index."""
-    return b.add("GeometryNodeSampleIndex", {"Geometry": geometry, "Value": value,
-                                             "Index": b.add("GeometryNodeInputIndex").outputs[0]},
+def frame_row(b: NodeBuilder):
+    """Each point's row in the frame files (a field): its FRAME_ROW_ATTRIBUTE (points deleted or duplicated in
+    edit mode keep their Gaussian's), else its index."""
+    row, known = b.named("INT", FRAME_ROW_ATTRIBUTE)
+    return b.switch("INT", known, b.add("GeometryNodeInputIndex").outputs[0], row)
+
+
+def sample_by_index(b: NodeBuilder, geometry, data_type: str, value, row):
+    """A field evaluated on a loaded frame (every Gaussian of the result, in order), read at `row` (frame_row)."""
+    return b.add("GeometryNodeSampleIndex", {"Geometry": geometry, "Value": value, "Index": row},
                  data_type=data_type, domain="POINT").outputs[0]
 
 
@@ -213,7 +239,8 @@ def frame_position(b: NodeBuilder, t, folder=None):
     folder's file."""
     if folder is None:
         return b.named("FLOAT_VECTOR", track_attribute_name(b, "position", t))[0]
-    return sample_by_index(b, load_frame(b, folder, t), "FLOAT_VECTOR", b.add("GeometryNodeInputPosition").outputs[0])
+    return sample_by_index(b, load_frame(b, folder, t), "FLOAT_VECTOR", b.add("GeometryNodeInputPosition").outputs[0],
+                           frame_row(b))
 
 
 ANIMATION_INPUTS = [("Start Frame", "NodeSocketInt", 1, None), ("Frames", "NodeSocketInt", 1, 1),
@@ -252,6 +279,7 @@ def referenced_animation_group():
     gin, gout = b.add("NodeGroupInput"), b.add("NodeGroupOutput")
     t0, t1, w = _frames_around_scene_time(b, gin)
     loaded = [load_frame(b, gin.outputs["Frame Folder"], t) for t in (t0, t1)]
+    row = frame_row(b)
 
     def frame_value(track):
         """The track's value as a field on a loaded frame."""
@@ -267,7 +295,7 @@ def referenced_animation_group():
     def frames_of(track):
         data_type, value = TRACKS[track][2], frame_value(track)
         exists = True if track == "position" else gin.outputs[f"Has {track.title()}"]   # the importer says
-        a, c = (sample_by_index(b, geometry, data_type, value) for geometry in loaded)
+        a, c = (sample_by_index(b, geometry, data_type, value, row) for geometry in loaded)
         return a, c, exists
 
     _animate(b, gin, gout, frames_of, w)

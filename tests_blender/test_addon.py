@@ -75,6 +75,25 @@ def test_import_splats_positions_attributes_keyframes(empty_scene, fixture_dir):
     assert instances == N
 
 
+def test_objects_of_an_older_add_on_keep_their_inputs_when_the_groups_are_rebuilt(empty_scene, fixture_dir):
+    """A .blend saved by an earlier version holds its node groups at that version, its modifiers' inputs by socket
+    identifier: the first import by this version rebuilds the groups in place, keeping the sockets (and adding a
+    new one with its default), so the older objects still animate from their own start frame."""
+    from gvf_blender import splat_nodes
+    from gvf_blender.importer import import_splats
+    exp = np.load(fixture_dir / "expected.npz")
+    old = import_splats(fixture_dir / "shot.gvf4d", frame_start=10)
+    group = old.modifiers["GVF4D Animation"].node_group
+    group["gvf4d_version"] = splat_nodes.VERSION - 1          # as saved by the earlier add-on, without Frame Step
+    group.interface.remove(next(i for i in group.interface.items_tree if i.item_type == "SOCKET"
+                                and i.name == "Frame Step"))
+    import_splats(fixture_dir / "shot.gvf4d", frame_start=1)
+    assert group.get("gvf4d_version") == splat_nodes.VERSION
+    assert [splat_nodes.group_input(old.modifiers["GVF4D Animation"], n)
+            for n in ("Start Frame", "Frames", "Frame Step")] == [10, len(exp["positions"]), 1]
+    np.testing.assert_allclose(evaluated_points(old, 12), exp["positions"][2], atol=1e-6)
+
+
 def _with_stride(src, dest, stride):
     """A copy of a result whose footage metadata says it took every `stride`-th source frame."""
     import json

@@ -41,13 +41,32 @@ def test_referenced_frames_play_as_embedded_ones_and_keep_the_blend_small(result
                                        err_msg=f"{name} at frame {frame + subframe}")
     # the moving tracks really move: frame 4.25 differs from frame 3
     assert np.abs(evaluated_tracks(referenced, 4, 0.25)["scale"] - evaluated_tracks(referenced, 3)["scale"]).max() > 1e-4
-    # the embedded import's .blend carries every frame; the referenced one's does not
+    # the embedded import's mesh carries every frame into the .blend; the referenced one's only the canonical
     sizes = {}
     for obj in (embedded, referenced):
         blend = tmp_path / f"{obj.name}.blend"
-        bpy.data.libraries.write(str(blend), {obj}, compress=False)      # the object and what it uses
+        bpy.data.libraries.write(str(blend), {obj.data}, compress=False)
         sizes[obj.name] = blend.stat().st_size
     assert sizes["embedded"] - sizes["referenced"] > 0.5 * frame_cache.track_bytes(f)
+
+
+def test_points_deleted_in_edit_mode_keep_their_gaussians_tracks(result):
+    """Deleting points shifts the later points' indices; a referenced import still reads each point's own row of
+    the frame files, as an embedded import reads its own attributes."""
+    import bmesh
+    from gvf_blender import importer
+    objects = [importer.import_splats(result, frame_data=kind) for kind in ("EMBEDDED", "REFERENCED")]
+    for obj in objects:
+        bm = bmesh.new()
+        bm.from_mesh(obj.data)
+        bm.verts.ensure_lookup_table()
+        bmesh.ops.delete(bm, geom=[bm.verts[i] for i in (0, 5, 17)], context="VERTS")
+        bm.to_mesh(obj.data)
+        bm.free()
+    for frame, subframe in ((2, 0.0), (3, 0.5)):
+        a, b = (evaluated_tracks(obj, frame, subframe) for obj in objects)
+        for name in TRACKS:
+            np.testing.assert_allclose(b[name], a[name], atol=1e-5, err_msg=f"{name} at frame {frame + subframe}")
 
 
 def test_frame_folder_is_reused_while_current_and_rebuilt_when_not(result):
