@@ -216,9 +216,18 @@ def setup_compositor(scene, image: bpy.types.Image, plan: RenderPlan) -> bpy.typ
     return tree
 
 
+def _render_jobs(scene) -> dict:
+    """The scene's remembered render jobs ({} when none, or unreadable)."""
+    try:
+        jobs = json.loads(scene.get(RENDER_JOBS, "{}"))
+    except (TypeError, ValueError):
+        return {}
+    return jobs if isinstance(jobs, dict) else {}
+
+
 def remember(scene, job_id: str, plan: RenderPlan, hide_object: bool) -> None:
     """Records a render job the scene waits for, so that a reopened .blend follows it again."""
-    jobs = json.loads(scene.get(RENDER_JOBS, "{}"))
+    jobs = _render_jobs(scene)
     fields = asdict(plan)
     fields.update(result=paths.to_stored(plan.result), frames=[plan.frames.start, plan.frames.stop])
     jobs[job_id] = {"plan": fields, "hide_object": hide_object}
@@ -226,18 +235,23 @@ def remember(scene, job_id: str, plan: RenderPlan, hide_object: bool) -> None:
 
 
 def forget(scene, job_id: str) -> None:
-    jobs = json.loads(scene.get(RENDER_JOBS, "{}"))
-    if jobs.pop(job_id, None) is not None:
-        scene[RENDER_JOBS] = json.dumps(jobs)
+    jobs = _render_jobs(scene)
+    jobs.pop(job_id, None)
+    scene[RENDER_JOBS] = json.dumps(jobs)
 
 
 def remembered(scene) -> dict[str, "RenderFollower"]:
-    """The scene's render jobs still waited for: job id -> its follower."""
+    """The scene's render jobs still waited for: job id -> its follower (an entry that cannot be read, as from
+    another add-on version, is dropped)."""
+    jobs = _render_jobs(scene)
     followers = {}
-    for job_id, entry in json.loads(scene.get(RENDER_JOBS, "{}")).items():
-        fields = dict(entry["plan"])
-        fields.update(result=paths.to_absolute(fields["result"]), frames=range(*fields["frames"]))
-        followers[job_id] = RenderFollower(RenderPlan(**fields), entry["hide_object"])
+    for job_id, entry in jobs.items():
+        try:
+            fields = dict(entry["plan"])
+            fields.update(result=paths.to_absolute(fields["result"]), frames=range(*fields["frames"]))
+            followers[job_id] = RenderFollower(RenderPlan(**fields), bool(entry["hide_object"]))
+        except (KeyError, TypeError, ValueError):
+            forget(scene, job_id)
     return followers
 
 

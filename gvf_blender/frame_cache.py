@@ -7,16 +7,19 @@ path built from the scene time. Each file holds the activated values of the trac
 x y z (position), gvf_rw gvf_rx gvf_ry gvf_rz (unit rotation), gvf_sx gvf_sy gvf_sz (scale), gvf_o (opacity),
 gvf_cr gvf_cg gvf_cb (the SH-DC colour as a display value). `cache.json`, written last, names the result the
 folder was made from (size, modification time, N, T): a folder that matches is reused, anything else is rebuilt.
+One writer at a time per folder in this process (the import operator and the jobs' writer thread may meet there);
+a save waits for the writers (`wait_for_writers`) before it moves folders.
 """
 from __future__ import annotations
 
 import json
 import os
+import threading
 from pathlib import Path
 
 import numpy as np
 
-from .atomic_file import atomic_output
+from .atomic_file import TEMP_SUFFIX, atomic_output
 from .result_file import GVF4DFile
 
 FORMAT_VERSION = 1
@@ -101,21 +104,43 @@ def write_frame(path, f: GVF4DFile, t: int) -> None:
         out.write(np.ascontiguousarray(columns).tobytes())
 
 
+_writers: dict[Path, threading.Lock] = {}      # folder -> held while a thread writes it
+_writers_lock = threading.Lock()
+
+
+def _writer(folder: Path) -> threading.Lock:
+    with _writers_lock:
+        return _writers.setdefault(Path(os.path.abspath(folder)), threading.Lock())
+
+
+def wait_for_writers() -> None:
+    """Returns once no thread of this process writes a frame folder."""
+    with _writers_lock:
+        locks = list(_writers.values())
+    for lock in locks:
+        with lock:
+            pass
+
+
 def write(f: GVF4DFile, folder=None, progress=None) -> Path:
     """The frame folder of the result (`folder_for` its file unless given): reused when current, else written
-    frame by frame, the manifest last. progress(t, T) is called after each frame. Returns the folder."""
+    frame by frame (temp files an interrupted writer left removed first), the manifest last; a writer already
+    at it is waited for. progress(t, T) is called after each frame. Returns the folder."""
     folder = Path(folder) if folder is not None else folder_for(f.path)
-    if is_current(folder, f):
-        return folder
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / MANIFEST).unlink(missing_ok=True)
-        for t in range(f.num_frames):
-            write_frame(folder / FRAME_FILE.format(t), f, t)
-            if progress:
-                progress(t + 1, f.num_frames)
-        with atomic_output(folder / MANIFEST) as out:
-            out.write(json.dumps(_identity(f), indent=1).encode())
-    except OSError as e:
-        raise OSError(f"{f.path}: cannot write its frame folder {folder}: {e.strerror or e}") from e
+    with _writer(folder):
+        if is_current(folder, f):
+            return folder
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / MANIFEST).unlink(missing_ok=True)
+            for stale in folder.glob(f".*{TEMP_SUFFIX}"):
+                stale.unlink(missing_ok=True)
+            for t in range(f.num_frames):
+                write_frame(folder / FRAME_FILE.format(t), f, t)
+                if progress:
+                    progress(t + 1, f.num_frames)
+            with atomic_output(folder / MANIFEST) as out:
+                out.write(json.dumps(_identity(f), indent=1).encode())
+        except OSError as e:
+            raise OSError(f"{f.path}: cannot write its frame folder {folder}: {e.strerror or e}") from e
     return folder

@@ -9,7 +9,7 @@ import os
 import bpy
 from bpy.app.handlers import persistent
 
-from . import importer, jobs, paths, takes
+from . import frame_cache, importer, jobs, paths, takes
 
 
 def _relocate(old_blend: str, new_blend: str, transfer: bool) -> None:
@@ -41,8 +41,10 @@ def follow_opened_file(filepath, *_):
 
 @persistent
 def keep_results_with_blend(filepath, *_):
-    """save_pre (filepath: where it is being saved): moves or copies the results and re-stores the paths."""
+    """save_pre (filepath: where it is being saved): moves or copies the results (once no thread writes a frame
+    folder) and re-stores the paths."""
     if not _same(bpy.data.filepath, filepath):
+        frame_cache.wait_for_writers()
         _relocate(bpy.data.filepath, filepath, transfer=True)
 
 

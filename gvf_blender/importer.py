@@ -73,7 +73,7 @@ def _write_tracks(mesh, f: GVF4DFile) -> None:
 
 def references_frames(f: GVF4DFile, frame_data: str) -> bool:
     """Whether the import references the tracks in a frame folder rather than embedding them: 'REFERENCED',
-    'EMBEDDED', or 'AUTO' (referenced past EMBED_LIMIT bytes, e.g. 200k Gaussians × 50 frames)."""
+    'EMBEDDED', or 'AUTO' (referenced past EMBED_LIMIT bytes, e.g. 200k Gaussians × 48 frames)."""
     if frame_data not in FRAME_DATA:
         raise ValueError(f"frame_data {frame_data!r} is not one of {FRAME_DATA}")
     return frame_data == "REFERENCED" or frame_data == "AUTO" and frame_cache.track_bytes(f) > EMBED_LIMIT
@@ -135,16 +135,18 @@ def import_splats(path, name: str | None = None, frame_start: int = 1, display: 
 def refer_frames(obj, result, blend: str | None = None) -> None:
     """Points a referenced import's animation at the frame folder of its result file `result` (the path stored
     for the .blend `blend`, the open one when left out); embedded imports are left as they are."""
-    if obj.get("gvf4d_frame_data") == "REFERENCED":
-        splat_nodes.set_group_input(obj.modifiers[ANIMATION_MODIFIER], "Frame Folder",
-                                    paths.to_stored(frame_cache.folder_for(result), blend))
+    animation = obj.modifiers.get(ANIMATION_MODIFIER)
+    if obj.get("gvf4d_frame_data") == "REFERENCED" and animation is not None and animation.node_group is not None:
+        splat_nodes.set_group_input(animation, "Frame Folder", paths.to_stored(frame_cache.folder_for(result), blend))
 
 
 def frame_folder(obj) -> Path | None:
-    """The absolute frame folder a referenced import reads its frames from; None for an embedded one."""
-    if obj.get("gvf4d_frame_data") != "REFERENCED":
+    """The absolute frame folder a referenced import reads its frames from; None for an embedded one (or one
+    whose animation modifier the artist removed)."""
+    animation = obj.modifiers.get(ANIMATION_MODIFIER)
+    if obj.get("gvf4d_frame_data") != "REFERENCED" or animation is None or animation.node_group is None:
         return None
-    return paths.to_absolute(splat_nodes.group_input(obj.modifiers[ANIMATION_MODIFIER], "Frame Folder"))
+    return paths.to_absolute(splat_nodes.group_input(animation, "Frame Folder"))
 
 
 def set_display(obj, display: str) -> None:

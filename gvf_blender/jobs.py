@@ -52,12 +52,11 @@ class Pending:
 
 @dataclass
 class Preparing:
-    """A done take whose frame folder a thread writes before it is imported: frames written so far, of how many,
-    and the error that stopped it."""
+    """A done take whose frame folder a thread writes before it is imported: its job, frames written so far, of
+    how many, and the error that stopped the writer. The take itself is looked up again when it is imported (a
+    save meanwhile may have moved its result and re-keyed its history)."""
     scene: str
-    key: str
-    take: dict
-    reused: str
+    job: str
     thread: threading.Thread | None = None
     written: int = 0
     frames: int = 0
@@ -183,10 +182,12 @@ def follow(scene, job_id: str, on_change=None) -> None:
 
 def follow_open_file() -> None:
     """Follows the takes of every scene that may still change and the render jobs it waits for (after a .blend
-    is opened, a backend started)."""
+    is opened, a backend started); imports the takes that were done but not yet imported (no backend needed)."""
     for scene in bpy.data.scenes:
         for job_id in takes.to_follow(scene):
             follow(scene, job_id)
+        for job_id in takes.to_import(scene):
+            finish_take(scene, job_id)
         for job_id, follower in backend_render.remembered(scene).items():
             follow(scene, job_id, follower)
 
@@ -218,7 +219,7 @@ def stop_following() -> None:
     if bpy.app.timers.is_registered(follow_step):
         bpy.app.timers.unregister(follow_step)
     _followed.clear()
-    _preparing.clear()         # a thread still writing finishes its folder; the take is followed again on reopen
+    _preparing.clear()         # a thread still writing finishes its folder; a reopen imports the take
     _pending.clear()
     _starting = None
 
@@ -337,14 +338,7 @@ def follow_step() -> float | None:
         if job["state"] in FINISHED:
             _followed.pop((scene_name, job_id))
             if job["state"] == "done":
-                reused = ", ".join(job.get("reused_stages") or []) or "no"
-                prep = Preparing(scene_name, key, take, reused)
-                if not _start_frame_folder(prep):
-                    _import_done(scene, prep)
-                else:       # followed again after a reopen until imported (takes.to_follow)
-                    takes.update_take(scene, key, take["index"], importing=True)
-                    _preparing[(scene_name, job_id)] = prep
-                    status = settings.status = f"take {take['index']}: writing its frame folder"
+                status = finish_take(scene, job_id) or status
             elif job["state"] == "failed" and (job.get("error") or "").startswith(OUT_OF_MEMORY):
                 settings.status = f"take {take['index']} ran out of GPU memory: see the advice below"
             else:
@@ -356,14 +350,32 @@ def follow_step() -> float | None:
     return POLL_INTERVAL if busy() else None
 
 
-def _start_frame_folder(prep: Preparing) -> bool:
+def finish_take(scene, job_id: str) -> str | None:
+    """A done, downloaded take: imported now, or, when its import will reference a frame folder that is not
+    current (a long shot as splats), the folder written by a thread first and the take imported by the timer
+    (`takes.to_import` finds it after a reopen meanwhile). Returns the status while the folder is written."""
+    found = takes.find_job(scene, job_id)
+    if found is None:
+        return None
+    key, take = found
+    prep = Preparing(scene.name, job_id)
+    if not _start_frame_folder(scene, take, prep):
+        _import_done(scene, prep)
+        return None
+    takes.update_take(scene, key, take["index"], importing=True)
+    _preparing[(scene.name, job_id)] = prep
+    _ensure_timer()
+    scene.gvf4d.status = f"take {take['index']}: writing its frame folder"
+    return scene.gvf4d.status
+
+
+def _start_frame_folder(scene, take: dict, prep: Preparing) -> bool:
     """Starts writing the take's frame folder in a thread when its import will reference one that is not
-    current (a long shot imported as splats). Returns whether it started."""
-    scene = bpy.data.scenes[prep.scene]
-    if prep.take.get("import_as", scene.gvf4d.import_as) == "MESH":
+    current. Returns whether it started."""
+    if take.get("import_as", scene.gvf4d.import_as) == "MESH":
         return False
     try:
-        f = GVF4DFile(paths.to_absolute(prep.take["result"]))
+        f = GVF4DFile(paths.to_absolute(take["result"]))
     except (ValueError, OSError):
         return False                    # the import reports it
     if not importer.references_frames(f, "AUTO") or frame_cache.is_current(frame_cache.folder_for(f.path), f):
@@ -381,18 +393,23 @@ def _start_frame_folder(prep: Preparing) -> bool:
 
 
 def _import_done(scene, prep: Preparing) -> None:
-    """Imports a done take and says so in the panel (or why it could not)."""
-    index = prep.take["index"]
+    """Imports a done take (looked up by its job: a save may have moved it) and says so in the panel, or why it
+    could not be imported."""
+    found = takes.find_job(scene, prep.job)
+    if found is None:                   # the take is gone
+        return
+    key, take = found
+    index = take["index"]
     try:
         if prep.error:
             raise OSError(prep.error)
-        import_take(scene, prep.key, prep.take)
-    except (ValueError, OSError) as e:     # GVF4DFileError is a ValueError
+        import_take(scene, key, take)
+        reused = ", ".join(take.get("reused_stages") or []) or "no"
+        scene.gvf4d.status = f"take {index} imported ({reused} stages reused)"
+    except (ValueError, OSError, KeyError) as e:     # GVF4DFileError is a ValueError
         scene.gvf4d.status = f"take {index} done, but its import failed: {e}"
-        return
-    finally:
-        takes.update_take(scene, prep.key, index, importing=False)
-    scene.gvf4d.status = f"take {index} imported ({prep.reused} stages reused)"
+    if take.get("importing"):
+        takes.update_take(scene, key, index, importing=False)
 
 
 def _step_frame_folders() -> str | None:
@@ -400,11 +417,12 @@ def _step_frame_folders() -> str | None:
     status = None
     for job_key, prep in list(_preparing.items()):
         scene = bpy.data.scenes.get(prep.scene)
-        if scene is None:
+        found = takes.find_job(scene, prep.job) if scene is not None else None
+        if found is None:
             _preparing.pop(job_key)
         elif prep.thread.is_alive():
             status = scene.gvf4d.status = \
-                f"take {prep.take['index']}: writing its frame folder, {prep.written}/{prep.frames} frames"
+                f"take {found[1]['index']}: writing its frame folder, {prep.written}/{prep.frames} frames"
             scene.gvf4d.progress = prep.written / max(prep.frames, 1)
         else:
             _preparing.pop(job_key)

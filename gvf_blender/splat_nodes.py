@@ -280,6 +280,9 @@ def referenced_animation_group():
     t0, t1, w = _frames_around_scene_time(b, gin)
     loaded = [load_frame(b, gin.outputs["Frame Folder"], t) for t in (t0, t1)]
     row = frame_row(b)
+    # a frame file that is missing loads no points: the splat then keeps its canonical values, not the origin
+    points = b.add("GeometryNodeAttributeDomainSize", {"Geometry": loaded[0]}, component="MESH")
+    present = b.math("GREATER_THAN", points.outputs["Point Count"], 0.0)
 
     def frame_value(track):
         """The track's value as a field on a loaded frame."""
@@ -294,7 +297,8 @@ def referenced_animation_group():
 
     def frames_of(track):
         data_type, value = TRACKS[track][2], frame_value(track)
-        exists = True if track == "position" else gin.outputs[f"Has {track.title()}"]   # the importer says
+        exists = present if track == "position" else b.add(      # the importer says which tracks the result has
+            "FunctionNodeBooleanMath", {0: present, 1: gin.outputs[f"Has {track.title()}"]}, operation="AND").outputs[0]
         a, c = (sample_by_index(b, geometry, data_type, value, row) for geometry in loaded)
         return a, c, exists
 

@@ -151,18 +151,27 @@ def find_job(scene, job_id: str) -> tuple[str, dict] | None:
 
 def to_follow(scene) -> list[str]:
     """The jobs of the scene's takes that may still change: queued, running or interrupted when last seen, or
-    done but not downloaded or not imported (Blender was closed meanwhile)."""
+    done but not downloaded (Blender was closed meanwhile)."""
     return [take["job"] for entry in _load(scene).values() for take in entry["takes"]
-            if take["job"] and (take["state"] in UNFINISHED
-                                or take["state"] == "done" and (not take.get("result") or take.get("importing")))]
+            if take["job"] and (take["state"] in UNFINISHED or (take["state"] == "done" and not take.get("result")))]
+
+
+def to_import(scene) -> list[str]:
+    """The jobs of the takes downloaded but not yet imported (Blender closed while their frame folder was
+    written)."""
+    return [take["job"] for entry in _load(scene).values() for take in entry["takes"]
+            if take["job"] and take["state"] == "done" and take.get("result") and take.get("importing")]
 
 
 def _transfer(src: Path, dest: Path, move: bool) -> None:
-    """Moves a result and its frame folder (a referenced import's tracks) to dest, or copies what is not there."""
+    """Moves a result and its frame folder (a referenced import's tracks) to dest, replacing what is there, or
+    copies what is not there."""
     for a, b in ((src, dest), (frame_cache.folder_for(src), frame_cache.folder_for(dest))):
         if not a.exists():
             continue
         if move:
+            if b.is_dir():
+                shutil.rmtree(b)            # else the folder would move into it
             shutil.move(a, b)
         elif not b.exists():
             (shutil.copytree if a.is_dir() else shutil.copy2)(a, b)

@@ -233,19 +233,22 @@ def test_write_is_atomic_and_keeps_the_old_file_on_failure(tmp_path, small_shot,
 
 
 def test_a_killed_writers_temp_files_are_removed_by_the_next_write(tmp_path, small_shot):
-    """A run killed while writing leaves `.r.gvf4d.<pid>.*.tmp` beside the output: the next write of the same
-    output removes it; a temp file of a writer that still runs is left alone."""
+    """A run killed while writing leaves `.r.gvf4d.<host>-<pid>.*.tmp` beside the output: the next write of the
+    same output on this host removes it; a temp file of a writer that still runs, or of another host, is left."""
     import subprocess
     import sys
     dead = subprocess.Popen([sys.executable, "-c", ""])
     dead.wait()
-    stale = tmp_path / f".r.gvf4d.{dead.pid}.k3j2.tmp"
-    live = tmp_path / f".r.gvf4d.{os.getppid()}.x9y8.tmp"
-    other = tmp_path / f".other.gvf4d.{dead.pid}.a1b2.tmp"
-    for p in (stale, live, other):
+    from gvf4d.atomic import _HOST
+    stale = tmp_path / f".r.gvf4d.{_HOST}-{dead.pid}.k3j2.tmp"
+    live = tmp_path / f".r.gvf4d.{_HOST}-{os.getppid()}.x9y8.tmp"
+    other_output = tmp_path / f".other.gvf4d.{_HOST}-{dead.pid}.a1b2.tmp"
+    other_host = tmp_path / f".r.gvf4d.0badf00d-{dead.pid}.c3d4.tmp"       # a machine sharing the folder
+    for p in (stale, live, other_output, other_host):
         p.write_bytes(b"half a file")
     _write(tmp_path / "r.gvf4d", small_shot.animated)
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live.name, other.name, "r.gvf4d"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live.name, other_output.name, other_host.name,
+                                                                  "r.gvf4d"])
 
 
 def _with(animated, **tracks):

@@ -257,8 +257,8 @@ def test_uploaded_footage_and_splat(server, shot):
         folder = Path(info["folder"])
     assert raw(server, "PUT", "/v1/uploads/0123abcd/..%2Fescape", good)[0] in (404, 422)
     assert raw(server, "PUT", "/v1/uploads/nothex!/a.png", good)[0] == 422
-    # artists' file names: spaces and any script pass (URL-quoted), hidden names do not
-    for name in ("hero plate v2.png", "café ファイル.png"):
+    # artists' file names: spaces, any script, any length the file system takes (URL-quoted); not hidden ones
+    for name in ("hero plate v2.png", "café ファイル.png", "x" * 251 + ".png"):      # up to 255 bytes
         c = http.client.HTTPConnection(server.info["host"], server.info["port"], timeout=30)
         c.request("PUT", f"/v1/uploads/0456abcd/{urllib.parse.quote(name)}", body=b"x", headers=good)
         r = c.getresponse()

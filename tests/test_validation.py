@@ -166,7 +166,9 @@ def test_mesh_faces_are_counted_from_headers_before_loading(tmp_path, shot):
     stl.write_bytes(b"\0" * 80 + struct.pack("<I", 2) + b"\0" * 100)       # binary: 84 + 50 per triangle
     doc = json.dumps({"accessors": [{"count": 9}, {"count": 90_000_000}],
                       "meshes": [{"primitives": [{"attributes": {"POSITION": 0}, "indices": 1},
-                                                 {"attributes": {"POSITION": 0}}]}]}).encode()
+                                                 {"attributes": {"POSITION": 0}},
+                                                 {"attributes": {"POSITION": 0}, "mode": 5},     # a strip: 7
+                                                 {"attributes": {"POSITION": 0}, "mode": 1}]}]}).encode()
     doc += b" " * (-len(doc) % 4)
     glb = tmp_path / "big.glb"
     glb.write_bytes(struct.pack("<4sII", b"glTF", 2, 20 + len(doc)) + struct.pack("<I4s", len(doc), b"JSON") + doc)
@@ -174,13 +176,13 @@ def test_mesh_faces_are_counted_from_headers_before_loading(tmp_path, shot):
     obj.write_text("v 0 0 0\nv 1 0 0\nv 0 1 0\nf 1 2 3\n")
     ascii_stl = tmp_path / "ascii.stl"
     ascii_stl.write_text("solid x\nendsolid x\n")
-    assert [mesh_face_count(p) for p in (ply, stl, glb, obj, ascii_stl)] == [30_000_000, 2, 30_000_003, None, None]
+    assert [mesh_face_count(p) for p in (ply, stl, glb, obj, ascii_stl)] == [30_000_000, 2, 30_000_010, None, None]
     base = GenerateRequest(footage=shot / "footage", out=tmp_path / "r.gvf4d", canonical=("mesh", obj))
     assert check_request(base) is base
     refused(check_request, replace(base, canonical=("mesh", ply)), status=413,
-            match=f"canonical mesh {ply}: 30,000,000 is over the limit of 20,000,000 triangles .*GVF4D_MAX_MESH_FACES")
+            match=f"canonical mesh {ply}: 30,000,000 is over the limit of 20,000,000 faces .*GVF4D_MAX_MESH_FACES")
     refused(check_request, replace(base, canonical=("mesh", glb)), Limits(max_mesh_faces=1000), status=413,
-            match="30,000,003 is over the limit of 1,000 triangles")
+            match="30,000,010 is over the limit of 1,000 faces")
     assert check_request(replace(base, canonical=("mesh", stl)), Limits(max_mesh_faces=2)).canonical[1] == stl
     bad = tmp_path / "bad.glb"
     bad.write_bytes(struct.pack("<4sII", b"glTF", 2, 28) + struct.pack("<I4s", 8, b"JSON") + b"{nope!!}")

@@ -157,7 +157,9 @@ def test_a_long_take_writes_its_frame_folder_in_a_thread_then_imports(backend, a
     """A result past the embedding limit (lowered here, so a 4-frame take counts as long) is imported referencing
     its frame folder, written in a thread while the timer keeps running and shows how far it is."""
     from gvf_blender import frame_cache, importer, jobs, paths, takes
+    from test_frame_folder import _slow_frames
     monkeypatch.setattr(importer, "EMBED_LIMIT", 0)
+    _slow_frames(monkeypatch)
     s = bpy.context.scene.gvf4d
     s.footage, s.canonical = str(fixture_dir / "footage"), str(fixture_dir / "canonical.ply")
     s.frames, s.fit_iterations = 4, 2
@@ -167,7 +169,7 @@ def test_a_long_take_writes_its_frame_folder_in_a_thread_then_imports(backend, a
         seen.append(s.status)
         assert time.time() - t0 < 300, s.status
         time.sleep(0.05)
-    assert any("writing its frame folder" in status for status in seen), seen
+    assert any(status.endswith("/4 frames") for status in seen), seen     # the timer ran while the thread wrote
     take = takes.takes(bpy.context.scene, str(fixture_dir / "footage"))[-1]
     assert take["state"] == "done" and not take["importing"] and "imported" in s.status
     obj = next(o for o in bpy.context.scene.objects if o.get("gvf4d_take") == take["index"])

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import bpy
+from gvf_blender.result_file import GVF4DFile
 
 from test_splat_fidelity import evaluated_points as evaluated_tracks
 
@@ -67,6 +68,18 @@ def test_points_deleted_in_edit_mode_keep_their_gaussians_tracks(result):
         a, b = (evaluated_tracks(obj, frame, subframe) for obj in objects)
         for name in TRACKS:
             np.testing.assert_allclose(b[name], a[name], atol=1e-5, err_msg=f"{name} at frame {frame + subframe}")
+
+
+def test_a_missing_frame_file_leaves_the_splat_at_its_canonical_values(result):
+    from gvf_blender import frame_cache, importer
+    from gvf_blender.result_file import GVF4DFile
+    f = GVF4DFile(result)
+    obj = importer.import_splats(result, frame_start=1, frame_data="REFERENCED")
+    (frame_cache.folder_for(result) / "frame_0002.ply").unlink()
+    p = evaluated_tracks(obj, 3)                                  # result frame 2
+    np.testing.assert_allclose(p["position"], f.array("canonical.position"), atol=1e-6)
+    np.testing.assert_allclose(p["scale"], f.array("canonical.scale"), rtol=1e-6)
+    assert not np.allclose(evaluated_tracks(obj, 2)["position"], f.array("canonical.position"), atol=1e-4)
 
 
 def test_frame_folder_is_reused_while_current_and_rebuilt_when_not(result):
@@ -132,3 +145,80 @@ def test_frame_folder_moves_with_the_result_into_the_saved_project(empty_scene, 
     obj = bpy.data.objects[name]
     for name in TRACKS:
         np.testing.assert_allclose(evaluated_tracks(obj, 2, 0.5)[name], expected[name], atol=1e-6)
+
+
+def _slow_frames(monkeypatch, seconds=0.15):
+    """Frame files written slowly, so that a test sees the writer thread at work."""
+    import time
+    from gvf_blender import frame_cache
+    write_frame = frame_cache.write_frame
+
+    def slow(*args):
+        time.sleep(seconds)
+        write_frame(*args)
+    monkeypatch.setattr(frame_cache, "write_frame", slow)
+
+
+@pytest.fixture()
+def addon(empty_scene):
+    import gvf_blender
+    gvf_blender.register()
+    yield
+    gvf_blender.unregister()
+
+
+def _done_take(scene, result, footage):
+    """A take whose job is done and whose result is downloaded, as the jobs' timer leaves it."""
+    from gvf_blender import takes
+    take = takes.add_take(scene, str(footage), {"engine": "fit"}, f"job-{uuid.uuid4().hex[:6]}", result=str(result))
+    takes.update_take(scene, str(footage), take["index"], state="done")
+    return take["job"]
+
+
+def test_a_take_saved_while_its_frame_folder_is_written_is_imported_from_the_saved_project(
+        addon, fixture_dir, tmp_path, monkeypatch):
+    """The first save moves results into //gvf4d_results/: it waits for the thread writing the take's frame folder,
+    moves the complete folder with the result, and the take is then imported from there."""
+    from gvf_blender import frame_cache, importer, jobs, paths, takes
+    monkeypatch.setattr(importer, "EMBED_LIMIT", 0)
+    _slow_frames(monkeypatch)
+    unsaved = paths.results_dir("") / f"take_{uuid.uuid4().hex[:8]}.gvf4d"
+    unsaved.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(fixture_dir / "fidelity.gvf4d", unsaved)
+    job = _done_take(bpy.context.scene, unsaved, tmp_path / "project" / "plate.mp4")
+    assert "writing its frame folder" in jobs.finish_take(bpy.context.scene, job)
+    assert takes.find_job(bpy.context.scene, job)[1]["importing"]
+    (tmp_path / "project").mkdir()
+    bpy.ops.wm.save_as_mainfile(filepath=str(tmp_path / "project" / "shot.blend"))   # the writer is at work
+    moved = tmp_path / "project" / "gvf4d_results" / unsaved.name
+    assert moved.is_file() and not unsaved.exists() and not frame_cache.folder_for(unsaved).exists()
+    while jobs.follow_step() is not None:
+        pass
+    key, take = takes.find_job(bpy.context.scene, job)
+    assert not take["importing"] and "imported" in bpy.context.scene.gvf4d.status, bpy.context.scene.gvf4d.status
+    obj = next(o for o in bpy.context.scene.objects if o.get("gvf4d_take") == take["index"])
+    assert importer.frame_folder(obj) == frame_cache.folder_for(moved)
+    assert frame_cache.is_current(frame_cache.folder_for(moved), GVF4DFile(moved))
+
+
+def test_a_take_left_importing_is_imported_on_reopen_without_a_backend(addon, fixture_dir, tmp_path, monkeypatch):
+    """Blender closed while a take's frame folder was written: opening the .blend again imports the take (its
+    result is on disk, no backend needed), the progress shown while the folder is written."""
+    from gvf_blender import importer, jobs, takes
+    from gvf_blender.result_file import GVF4DFile
+    monkeypatch.setattr(importer, "EMBED_LIMIT", 0)
+    _slow_frames(monkeypatch)
+    result = tmp_path / "take.gvf4d"
+    shutil.copy2(fixture_dir / "fidelity.gvf4d", result)
+    job = _done_take(bpy.context.scene, result, tmp_path / "plate.mp4")
+    takes.update_take(bpy.context.scene, str(tmp_path / "plate.mp4"), 0, importing=True)
+    assert takes.to_import(bpy.context.scene) == [job] and takes.to_follow(bpy.context.scene) == []
+    jobs.follow_open_file()                    # as the load handler calls it
+    seen = []
+    while jobs.follow_step() is not None:
+        seen.append(bpy.context.scene.gvf4d.status)
+    frames = GVF4DFile(result).num_frames
+    assert any(f"/{frames} frames" in status for status in seen), seen
+    assert not takes.find_job(bpy.context.scene, job)[1]["importing"]
+    obj = next(o for o in bpy.context.scene.objects if o.get("gvf4d_take") == 0)
+    assert obj["gvf4d_frame_data"] == "REFERENCED"

@@ -20,7 +20,7 @@ class Limits:
     max_gaussians: int = field(default=2_000_000, metadata={
         "help": "Gaussians of the canonical (a splat file's, or those sampled on a mesh)"})
     max_mesh_faces: int = field(default=20_000_000, metadata={
-        "help": "triangles of a canonical mesh file (read from its header: PLY, binary STL, GLB)"})
+        "help": "faces of a canonical mesh file (read from its header: PLY, binary STL, GLB)"})
 
     @classmethod
     def from_env(cls, environ=None) -> "Limits":

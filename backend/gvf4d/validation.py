@@ -97,7 +97,8 @@ def ply_vertex_count(path: Path) -> Optional[int]:
 
 
 def _glb_triangles(path: Path, f: BinaryIO) -> Optional[int]:
-    """Triangles of a GLB's mesh primitives, from its JSON chunk: index count / 3, else vertex count / 3."""
+    """Triangles of a GLB's mesh primitives, from its JSON chunk: per primitive its index (else vertex) count n,
+    n / 3 for triangle lists, n - 2 for strips and fans, none for points and lines."""
     head = f.read(20)
     if len(head) < 20 or head[:4] != b"glTF" or head[16:20] != b"JSON":
         return None
@@ -107,16 +108,19 @@ def _glb_triangles(path: Path, f: BinaryIO) -> Optional[int]:
     try:
         doc = json.loads(f.read(length))
         accessors = doc.get("accessors", [])
-        counts = [accessors[p["indices"] if "indices" in p else p["attributes"]["POSITION"]]["count"]
-                  for mesh in doc.get("meshes", []) for p in mesh.get("primitives", [])]
-        return sum(int(c) for c in counts) // 3
+        triangles = 0
+        for p in (p for mesh in doc.get("meshes", []) for p in mesh.get("primitives", [])):
+            n = int(accessors[p["indices"] if "indices" in p else p["attributes"]["POSITION"]]["count"])
+            mode = p.get("mode", 4)
+            triangles += n // 3 if mode == 4 else max(n - 2, 0) if mode in (5, 6) else 0
+        return triangles
     except (ValueError, KeyError, IndexError, TypeError, AttributeError):
         raise RequestError(f"{path}: its glTF JSON chunk cannot be read") from None
 
 
 def mesh_face_count(path: Path) -> Optional[int]:
-    """The triangles a mesh file declares, read from its header without the data (PLY, binary STL, GLB); None
-    for formats with no count in a header (OBJ, glTF with separate buffers, ...)."""
+    """The faces a mesh file declares, read from its header without the data: a PLY's faces (polygons), a binary
+    STL's or a GLB's triangles; None for formats with no count in a header (OBJ, glTF with separate buffers)."""
     suffix = Path(path).suffix.lower()
     if suffix == ".ply":
         return ply_element_count(path, "face")

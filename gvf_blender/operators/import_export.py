@@ -30,7 +30,7 @@ class GVF4D_OT_import(bpy.types.Operator, ImportHelper):
         ("ASSET", "Asset", "Undo the result's normalisation: where the artist's mesh or splat was"),
         ("ORIGIN", "Origin", "The result's own space, centred at the origin")])
     frame_data: bpy.props.EnumProperty(name="Frame data", default="AUTO", items=[
-        ("AUTO", "Auto", "Embedded up to 512 MiB of per-frame data (e.g. 200k splats × 50 frames), referenced above"),
+        ("AUTO", "Auto", "Embedded up to 512 MiB of per-frame data (e.g. 200k splats × 48 frames), referenced above"),
         ("EMBEDDED", "Embedded", "Every frame as point attributes saved in the .blend: self-contained, large"),
         ("REFERENCED", "Referenced", "Every frame in a folder beside the result (NAME.frames/, one PLY per frame), "
                                      "read at the scene frame: the .blend stays small; keep the folder with it. "

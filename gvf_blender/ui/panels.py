@@ -51,7 +51,7 @@ def draw_frame_data(layout, obj) -> None:
     copying the .blend alone to another machine)."""
     try:
         folder = importer.frame_folder(obj)
-    except (KeyError, ValueError):       # no animation modifier any more; a relative folder of an unsaved .blend
+    except (KeyError, ValueError):       # the group lost its input; a relative folder of an unsaved .blend
         folder = None
     if obj.get("gvf4d_frame_data") != "REFERENCED":
         layout.label(text="frames embedded in the .blend", icon="PACKAGE")
