@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +28,7 @@ MANIFEST = "cache.json"
 FRAME_FILE = "frame_{:04d}.ply"
 FRAME_FILE_NODES = "frame_{t:04}.ply"   # the same name as the node group's Format String node builds it
 SH_C0 = 0.28209479177387814
+WRITER_THREADS = min(4, os.cpu_count() or 1)
 
 # track -> (the result's tensor, the PLY properties holding it)
 TRACK_PROPERTIES = {
@@ -135,10 +137,11 @@ def write(f: GVF4DFile, folder=None, progress=None) -> Path:
             (folder / MANIFEST).unlink(missing_ok=True)
             for stale in folder.glob(f".*{TEMP_SUFFIX}"):
                 stale.unlink(missing_ok=True)
-            for t in range(f.num_frames):
-                write_frame(folder / FRAME_FILE.format(t), f, t)
-                if progress:
-                    progress(t + 1, f.num_frames)
+            with ThreadPoolExecutor(WRITER_THREADS) as pool:    # numpy and file writes release the GIL
+                frames = pool.map(lambda t: write_frame(folder / FRAME_FILE.format(t), f, t), range(f.num_frames))
+                for done, _ in enumerate(frames, start=1):         # in this thread: progress may call bpy
+                    if progress:
+                        progress(done, f.num_frames)
             with atomic_output(folder / MANIFEST) as out:
                 out.write(json.dumps(_identity(f), indent=1).encode())
         except OSError as e:
