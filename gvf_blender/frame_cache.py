@@ -3,10 +3,12 @@
 A long shot's tracks are too large to embed in the .blend (200k Gaussians × 300 frames is 3.4 GB as point
 attributes), so the import can reference them instead: one small binary PLY per result frame in a folder beside
 the result (`take.gvf4d` -> `take.frames/frame_0000.ply`), which Blender's Import PLY geometry node loads from a
-path built from the scene time. Each file holds the activated values of the tracks the result has, float32:
-x y z (position), gvf_rw gvf_rx gvf_ry gvf_rz (unit rotation), gvf_sx gvf_sy gvf_sz (scale), gvf_o (opacity),
-gvf_cr gvf_cg gvf_cb (the SH-DC colour as a display value). `cache.json`, written last, names the result the
-folder was made from (size, modification time, N, T): a folder that matches is reused, anything else is rebuilt.
+path built from the scene time. Each file holds the activated values of the tracks the result has: x y z
+(position, float32), gvf_rw gvf_rx gvf_ry gvf_rz (unit rotation), gvf_sx gvf_sy gvf_sz (scale), gvf_o (opacity),
+gvf_cr gvf_cg gvf_cb (the SH-DC colour as a display value), these as uint16 over the fixed ranges of QUANTISED
+(the node group maps them back; Blender reads them as floats), 34 bytes a Gaussian instead of 56. `cache.json`,
+written last, names the result the folder was made from (size, modification time, N, T, format): a folder that
+matches is reused, anything else is rebuilt.
 One writer at a time per folder in this process (the import operator and the jobs' writer thread may meet there);
 a save waits for the writers (`wait_for_writers`) before it moves folders.
 """
@@ -23,7 +25,7 @@ import numpy as np
 from .atomic_file import TEMP_SUFFIX, atomic_output
 from .result_file import GVF4DFile
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 MANIFEST = "cache.json"
 FRAME_FILE = "frame_{:04d}.ply"
 FRAME_FILE_NODES = "frame_{t:04}.ply"   # the same name as the node group's Format String node builds it
@@ -58,6 +60,27 @@ def display_rgb(sh_dc) -> np.ndarray:
 
 
 ACTIVATIONS = {"rotation": unit_quaternions, "color": display_rgb}
+
+# track -> (low, high, logarithmic): its values stored as uint16 steps over [low, high] (of their logarithm for
+# scales, so small and large Gaussians get the same relative step: 0.03%); values outside are clamped (scales
+# below e^-18 ~ 1.5e-8 of the object's size draw nothing anyway). Positions stay float32.
+QUANTISED = {"rotation": (-1.0, 1.0, False), "scale": (-18.0, 4.0, True), "opacity": (0.0, 1.0, False),
+             "color": (-1.0, 2.0, False)}
+STEPS = 65535
+
+
+def quantise(track: str, values: np.ndarray) -> np.ndarray:
+    """A track's activated values (N, C) -> uint16 steps (N, C) over QUANTISED[track]."""
+    low, high, log = QUANTISED[track]
+    v = np.log(np.maximum(values, 1e-30)) if log else values
+    return np.rint(np.clip((v - low) / (high - low), 0.0, 1.0) * STEPS).astype("<u2")
+
+
+def dequantise(track: str, steps: np.ndarray) -> np.ndarray:
+    """uint16 steps -> the values the node group computes from them, float32 (the inverse of `quantise`)."""
+    low, high, log = QUANTISED[track]
+    v = low + steps.astype(np.float32) * np.float32((high - low) / STEPS)
+    return np.exp(v) if log else v
 
 
 def tracks_of(f: GVF4DFile) -> list[str]:
@@ -95,15 +118,19 @@ def is_current(folder, f: GVF4DFile) -> bool:
 
 
 def write_frame(path, f: GVF4DFile, t: int) -> None:
-    """One frame's PLY (binary little-endian, float32 properties in TRACK_PROPERTIES order)."""
-    tracks = tracks_of(f)
-    names = [name for track in tracks for name in TRACK_PROPERTIES[track][1]]
-    columns = np.concatenate([frame_values(f, track, t) for track in tracks], axis=1).astype("<f4")
+    """One frame's PLY: binary little-endian, the properties in TRACK_PROPERTIES order, positions float32, the
+    other tracks quantised (uint16). Rows are built as uint16 columns (a float32 is two of them)."""
+    properties, columns = [], []
+    for track in tracks_of(f):
+        values = frame_values(f, track, t)
+        kind = "ushort" if track in QUANTISED else "float"
+        properties += [f"property {kind} {name}" for name in TRACK_PROPERTIES[track][1]]
+        columns.append(quantise(track, values) if track in QUANTISED else values.astype("<f4").view("<u2"))
     header = "\n".join(["ply", "format binary_little_endian 1.0", f"element vertex {f.num_gaussians}",
-                        *(f"property float {name}" for name in names), "end_header"]) + "\n"
+                        *properties, "end_header"]) + "\n"
     with atomic_output(path) as out:
         out.write(header.encode("ascii"))
-        out.write(np.ascontiguousarray(columns).tobytes())
+        out.write(np.concatenate(columns, axis=1).tobytes())
 
 
 _writers: dict[Path, threading.Lock] = {}      # folder -> held while a thread writes it

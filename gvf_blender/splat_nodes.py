@@ -285,10 +285,14 @@ def referenced_animation_group():
     present = b.math("GREATER_THAN", points.outputs["Point Count"], 0.0)
 
     def frame_value(track):
-        """The track's value as a field on a loaded frame."""
+        """The track's value as a field on a loaded frame (quantised channels mapped back, frame_cache.dequantise)."""
         if track == "position":
             return b.add("GeometryNodeInputPosition").outputs[0]
-        channels = [b.named("FLOAT", name)[0] for name in frame_cache.TRACK_PROPERTIES[track][1]]
+        low, high, log = frame_cache.QUANTISED[track]
+        channels = []
+        for name in frame_cache.TRACK_PROPERTIES[track][1]:
+            value = b.math("MULTIPLY_ADD", b.named("FLOAT", name)[0], (high - low) / frame_cache.STEPS, low)
+            channels.append(b.math("EXPONENT", value) if log else value)
         if track == "opacity":
             return channels[0]
         if track == "rotation":

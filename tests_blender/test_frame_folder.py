@@ -13,6 +13,10 @@ from gvf_blender.result_file import GVF4DFile
 from test_splat_fidelity import evaluated_points as evaluated_tracks
 
 TRACKS = ("position", "rotation", "scale", "opacity", "color")
+# a referenced import against an embedded one: positions exact, the other tracks within their uint16 step
+# (frame_cache.QUANTISED: rotations 2/65535, opacity 1/65535, colour 3/65535, scales 22/65535 of their log)
+MATCH = {"position": dict(atol=1e-6), "rotation": dict(atol=1e-4), "scale": dict(rtol=2e-4, atol=1e-9),
+         "opacity": dict(atol=1e-5), "color": dict(atol=3e-5)}
 
 
 @pytest.fixture()
@@ -37,9 +41,8 @@ def test_referenced_frames_play_as_embedded_ones_and_keep_the_blend_small(result
     # whole frames, a sub-frame (every track blended), and before and after the range
     for frame, subframe in ((3, 0.0), (4, 0.25), (5, 0.5), (3 + f.num_frames - 1, 0.0), (0, 0.0), (40, 0.0)):
         a, b = evaluated_tracks(embedded, frame, subframe), evaluated_tracks(referenced, frame, subframe)
-        for name in TRACKS:     # rotations: the slerp's float32 rounding differs a little between versions
-            np.testing.assert_allclose(b[name], a[name], atol=1e-5 if name == "rotation" else 1e-6,
-                                       err_msg=f"{name} at frame {frame + subframe}")
+        for name in TRACKS:
+            np.testing.assert_allclose(b[name], a[name], **MATCH[name], err_msg=f"{name} at frame {frame + subframe}")
     # the moving tracks really move: frame 4.25 differs from frame 3
     assert np.abs(evaluated_tracks(referenced, 4, 0.25)["scale"] - evaluated_tracks(referenced, 3)["scale"]).max() > 1e-4
     # the embedded import's mesh carries every frame into the .blend; the referenced one's only the canonical
@@ -49,6 +52,22 @@ def test_referenced_frames_play_as_embedded_ones_and_keep_the_blend_small(result
         bpy.data.libraries.write(str(blend), {obj.data}, compress=False)
         sizes[obj.name] = blend.stat().st_size
     assert sizes["embedded"] - sizes["referenced"] > 0.5 * frame_cache.track_bytes(f)
+
+
+def test_quantised_tracks_round_trip_within_half_a_step():
+    from gvf_blender import frame_cache
+    rng = np.random.default_rng(0)
+    q = rng.standard_normal((1000, 4))
+    cases = {"rotation": frame_cache.unit_quaternions(q), "opacity": rng.random((1000, 1)),
+             "color": rng.uniform(-1.0, 2.0, (1000, 3)), "scale": np.exp(rng.uniform(-12.0, 1.0, (1000, 3)))}
+    for track, values in cases.items():
+        low, high, log = frame_cache.QUANTISED[track]
+        back = frame_cache.dequantise(track, frame_cache.quantise(track, values.astype(np.float32)))
+        error = np.abs(np.log(back) - np.log(values)) if log else np.abs(back - values)
+        assert error.max() <= 0.5 * (high - low) / frame_cache.STEPS * 1.01, track
+    # outside the range: clamped, never wrapped
+    assert frame_cache.quantise("opacity", np.array([[-0.5], [1.5]], np.float32)).ravel().tolist() == [0, 65535]
+    assert frame_cache.quantise("scale", np.array([[0.0, 1e-12, 1e9]], np.float32)).ravel().tolist() == [0, 0, 65535]
 
 
 def test_points_deleted_in_edit_mode_keep_their_gaussians_tracks(result):
@@ -67,7 +86,7 @@ def test_points_deleted_in_edit_mode_keep_their_gaussians_tracks(result):
     for frame, subframe in ((2, 0.0), (3, 0.5)):
         a, b = (evaluated_tracks(obj, frame, subframe) for obj in objects)
         for name in TRACKS:
-            np.testing.assert_allclose(b[name], a[name], atol=1e-5, err_msg=f"{name} at frame {frame + subframe}")
+            np.testing.assert_allclose(b[name], a[name], **MATCH[name], err_msg=f"{name} at frame {frame + subframe}")
 
 
 def test_a_missing_frame_file_leaves_the_splat_at_its_canonical_values(result):
@@ -78,7 +97,7 @@ def test_a_missing_frame_file_leaves_the_splat_at_its_canonical_values(result):
     (frame_cache.folder_for(result) / "frame_0002.ply").unlink()
     p = evaluated_tracks(obj, 3)                                  # result frame 2
     np.testing.assert_allclose(p["position"], f.array("canonical.position"), atol=1e-6)
-    np.testing.assert_allclose(p["scale"], f.array("canonical.scale"), rtol=1e-6)
+    np.testing.assert_allclose(p["scale"], f.array("canonical.scale"), rtol=1e-6)    # the canonical, not quantised
     assert not np.allclose(evaluated_tracks(obj, 2)["position"], f.array("canonical.position"), atol=1e-4)
 
 
@@ -144,7 +163,7 @@ def test_frame_folder_moves_with_the_result_into_the_saved_project(empty_scene, 
     bpy.ops.wm.open_mainfile(filepath=str(tmp_path / "moved" / "shot.blend"))
     obj = bpy.data.objects[name]
     for name in TRACKS:
-        np.testing.assert_allclose(evaluated_tracks(obj, 2, 0.5)[name], expected[name], atol=1e-6)
+        np.testing.assert_allclose(evaluated_tracks(obj, 2, 0.5)[name], expected[name], atol=1e-6)   # same files
 
 
 def _slow_frames(monkeypatch, seconds=0.15):
