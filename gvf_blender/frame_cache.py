@@ -151,11 +151,11 @@ def wait_for_writers() -> None:
             pass
 
 
-def write(f: GVF4DFile, folder=None, progress=None) -> Path:
-    """The frame folder of the result (`folder_for` its file unless given): reused when current, else written
-    frame by frame (temp files an interrupted writer left removed first), the manifest last; a writer already
-    at it is waited for. progress(t, T) is called after each frame. Returns the folder."""
-    folder = Path(folder) if folder is not None else folder_for(f.path)
+def write(f: GVF4DFile, progress=None) -> Path:
+    """The frame folder of the result (`folder_for` its file): reused when current, else written frame by frame
+    (temp files an interrupted writer left removed first), the manifest last; a writer already at it is waited
+    for. progress(t, T) is called after each frame. Returns the folder."""
+    folder = folder_for(f.path)
     with _writer(folder):
         if is_current(folder, f):
             return folder

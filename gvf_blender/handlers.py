@@ -24,8 +24,9 @@ def _relocate(old_blend: str, new_blend: str, transfer: bool) -> None:
             path = paths.to_absolute(stored, old_blend)
         except ValueError:
             continue
-        obj["gvf4d_path"] = paths.to_stored(moved.get(path, path), new_blend)
-        importer.refer_frames(obj, moved.get(path, path), new_blend)
+        path = moved.get(path, path)
+        obj["gvf4d_path"] = paths.to_stored(path, new_blend)
+        importer.refer_frames(obj, path, new_blend)
 
 
 def _same(a: str, b: str) -> bool:

@@ -63,10 +63,9 @@ def frame_step(f: GVF4DFile) -> int:
 
 def _write_tracks(mesh, f: GVF4DFile) -> None:
     """Every frame of every track the file has, as point attributes."""
-    kinds = {"position": ("FLOAT_VECTOR", "vector"), "rotation": ("QUATERNION", "value"),
-             "scale": ("FLOAT_VECTOR", "vector"), "opacity": ("FLOAT", "value"), "color": ("FLOAT_VECTOR", "vector")}
     for track in frame_cache.tracks_of(f):
-        kind, field = kinds[track]
+        kind = splat_nodes.TRACKS[track][2]
+        field = "vector" if kind == "FLOAT_VECTOR" else "value"
         for t in range(f.num_frames):
             _set_attr(mesh, splat_nodes.track_attribute(track, t), kind, field, frame_cache.frame_values(f, track, t))
 
@@ -122,9 +121,10 @@ def import_splats(path, name: str | None = None, frame_start: int = 1, display: 
                             else splat_nodes.animation_group())
     if referenced:
         refer_frames(obj, path)
+        tracks = frame_cache.tracks_of(f)
         for track in splat_nodes.TRACKS:
             if track != "position":
-                splat_nodes.set_group_input(animation, f"Has {track.title()}", track in frame_cache.tracks_of(f))
+                splat_nodes.set_group_input(animation, f"Has {track.title()}", track in tracks)
     splat_nodes.set_group_input(animation, "Start Frame", frame_start)
     splat_nodes.set_group_input(animation, "Frames", T)
     splat_nodes.set_group_input(animation, "Frame Step", obj["gvf4d_frame_step"])

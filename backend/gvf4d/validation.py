@@ -78,7 +78,7 @@ def within_budget(limits: Limits, name: str, label: str, value: int) -> int:
     return value
 
 
-def ply_element_count(path: Path, element: str = "vertex") -> Optional[int]:
+def ply_element_count(path: Path, element: str) -> Optional[int]:
     """The count of an element ("vertex", "face") a PLY file's header declares (None when it has no readable
     header or no such element), read without the data."""
     with open_regular_file(path) as f:
