@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from scipy.spatial import cKDTree
 
+from ..errors import InputFileError
 from ..representations import Gaussians, rgb_to_sh_dc
 from ..representations.rotation import rotmat_to_quat
 from .normalise import Normalisation, normalise_to_unit_cube
@@ -27,10 +28,8 @@ FLATNESS = 0.1          # thickness / in-plane size of each sampled Gaussian
 Y_UP_TO_Z_UP = np.array([[1, 0, 0], [0, 0, -1], [0, 1, 0]], dtype=np.float64)
 
 
-class MeshError(ValueError):
-    def __init__(self, path, problem: str):
-        self.path, self.problem = str(path), problem
-        super().__init__(f"{self.path}: {problem}")
+class MeshError(InputFileError):
+    """A mesh file that cannot be read or sampled."""
 
 
 @dataclass

@@ -13,14 +13,14 @@ import torch
 from plyfile import PlyData, PlyElement
 
 from ..atomic import atomic_output
+from ..errors import InputFileError
 from ..representations import AnimatedGaussians, Gaussians
 
 DEFAULT_SH_DEGREE = 3  # viewers built on the reference 3DGS code expect 45 f_rest properties
 
 
-class SplatPlyError(ValueError):
-    def __init__(self, path, problem):
-        super().__init__(f"{path}: {problem}")
+class SplatPlyError(InputFileError):
+    """A 3DGS PLY that cannot be read as a splat."""
 
 
 def _logit(p: np.ndarray) -> np.ndarray:

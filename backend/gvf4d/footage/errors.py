@@ -1,7 +1,5 @@
-class FootageError(ValueError):
-    """Footage that cannot be used, with the file and the problem named."""
+from ..errors import InputFileError
 
-    def __init__(self, path, problem: str):
-        self.path = str(path)
-        self.problem = problem
-        super().__init__(f"{self.path}: {problem}")
+
+class FootageError(InputFileError):
+    """Footage that cannot be used, with the file and the problem named."""

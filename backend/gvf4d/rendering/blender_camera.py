@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from ..errors import InputFileError
 from ..representations.rotation import quat_to_rotmat
 from .cameras import Cameras
 
@@ -30,13 +31,8 @@ INFORMATIONAL_KEYS = ("name", "frame", "type")
 BLENDER_TO_OPENCV = torch.diag(torch.tensor([1.0, -1.0, -1.0], dtype=torch.float64))
 
 
-class CameraFileError(ValueError):
+class CameraFileError(InputFileError):
     """A camera JSON file that cannot be read or does not describe Blender cameras."""
-
-    def __init__(self, path, problem: str):
-        self.path = str(path)
-        self.problem = problem
-        super().__init__(f"{self.path}: {problem}")
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import InputFileError
+
 SCHEMA_VERSION = 2
 """The version the writer writes."""
 READABLE_VERSIONS = (1, 2)
@@ -24,13 +26,8 @@ FPS_RATIONAL_REL_TOL = 1e-5
 DTYPES = {"F32": np.dtype("<f4"), "F16": np.dtype("<f2"), "I32": np.dtype("<i4")}
 
 
-class ResultFileError(ValueError):
+class ResultFileError(InputFileError):
     """A .gvf4d file that cannot be read or does not follow the schema (or values the writer refuses)."""
-
-    def __init__(self, path, problem: str):
-        self.path = str(path)
-        self.problem = problem
-        super().__init__(f"{self.path}: {problem}")
 
 
 @dataclass(frozen=True)
